@@ -1,0 +1,16 @@
+//! ecr-auth: Amazon ECR credentials wherever GitLab CI and Docker Swarm pull.
+//!
+//! One core, many faces: every command turns a registry host into an ECR token
+//! through [`tokens::Tokens`] and only formats the result its own way.
+
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod helper;
+pub mod install;
+pub mod logging;
+pub mod registry;
+pub mod secret;
+pub mod tokens;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,141 @@
+//! Unit tests of the cache logic with a scripted fetcher. The same behaviour is
+//! proved end to end against real AWS-API servers in `tests/`.
+
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+static NOW: AtomicI64 = AtomicI64::new(1_000_000);
+fn clock() -> i64 {
+    NOW.load(Ordering::SeqCst)
+}
+
+/// Answers from a script; counts calls and requests.
+#[derive(Clone, Default)]
+struct Scripted {
+    calls: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<String>>>,
+    fail: Arc<Mutex<Option<TokenError>>>,
+    ttl: i64,
+}
+
+impl Fetch for Scripted {
+    fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        requests
+            .iter()
+            .map(|r| {
+                self.requests.lock().unwrap().push(r.target.scope());
+                if let Some(e) = self.fail.lock().unwrap().clone() {
+                    return Err(e);
+                }
+                Ok(Fetched {
+                    username: "AWS".into(),
+                    password: format!("pw-{}-{}", r.target.region(), clock()),
+                    expires_at: Some(clock() + self.ttl),
+                    proxy_endpoint: None,
+                })
+            })
+            .collect()
+    }
+}
+
+fn setup(ttl: i64) -> (tempfile::TempDir, Tokens, Scripted) {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env::from_pairs([
+        ("HOME", tmp.path().to_str().unwrap()),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+    ]);
+    let fetcher = Scripted { ttl, ..Default::default() };
+    let tokens = Tokens::new(env, Config::default())
+        .with_cache(Some(Cache::at(tmp.path().join("cache"))))
+        .with_fetcher(Box::new(fetcher.clone()))
+        .with_clock(clock);
+    (tmp, tokens, fetcher)
+}
+
+const A: &str = "111111111111.dkr.ecr.eu-west-1.amazonaws.com";
+const B: &str = "222222222222.dkr.ecr.eu-west-1.amazonaws.com";
+const C: &str = "111111111111.dkr.ecr.us-east-1.amazonaws.com";
+
+// The clock is global to this module: tests that move it run under one lock.
+static CLOCK_LOCK: Mutex<()> = Mutex::new(());
+
+#[test]
+fn one_fetch_per_region_shared_across_accounts() {
+    let _g = CLOCK_LOCK.lock().unwrap();
+    let (_tmp, tokens, f) = setup(43200);
+    let rs: Vec<_> = [A, B, C].iter().map(|h| tokens.resolve(h).unwrap()).collect();
+    let out = tokens.get_many(&rs);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1, "one batch");
+    let mut scopes = f.requests.lock().unwrap().clone();
+    scopes.sort();
+    assert_eq!(scopes, ["aws/eu-west-1", "aws/us-east-1"]);
+    let a = out[0].as_ref().unwrap();
+    let b = out[1].as_ref().unwrap();
+    assert_eq!(a.password, b.password);
+    assert_eq!(b.host.as_str(), B);
+    assert_eq!(a.origin, Origin::Aws);
+    // warm: nothing fetched
+    let again = tokens.get(B).unwrap();
+    assert_eq!(again.origin, Origin::Cache);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn refresh_at_half_life_and_fall_back_while_valid() {
+    let _g = CLOCK_LOCK.lock().unwrap();
+    let (_tmp, tokens, f) = setup(43200);
+    let first = tokens.get(A).unwrap();
+    NOW.fetch_add(21_599, Ordering::SeqCst);
+    assert_eq!(tokens.get(A).unwrap().origin, Origin::Cache);
+    NOW.fetch_add(2, Ordering::SeqCst);
+    let second = tokens.get(A).unwrap();
+    assert_eq!(second.origin, Origin::Aws, "past half-life");
+    assert_ne!(first.password, second.password);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+
+    // AWS down past half-life: the cached token, marked stale
+    NOW.fetch_add(30_000, Ordering::SeqCst);
+    *f.fail.lock().unwrap() = Some(TokenError::Aws { what: "x".into(), message: "down".into() });
+    let stale = tokens.get(A).unwrap();
+    assert_eq!(stale.origin, Origin::StaleCache);
+    assert_eq!(stale.password, second.password);
+    // after expiry: refused
+    NOW.fetch_add(20_000, Ordering::SeqCst);
+    let e = tokens.get(A).unwrap_err();
+    assert!(matches!(e, TokenError::Expired { .. }), "{e}");
+    assert!(e.to_string().contains("expired at"), "{e}");
+}
+
+#[test]
+fn already_expired_tokens_are_used_but_not_cached() {
+    let _g = CLOCK_LOCK.lock().unwrap();
+    let (_tmp, tokens, f) = setup(-100);
+    assert_eq!(tokens.get(A).unwrap().origin, Origin::Aws);
+    assert_eq!(tokens.get(A).unwrap().origin, Origin::Aws);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+    assert!(tokens.cache().unwrap().entries().is_empty());
+}
+
+#[test]
+fn not_ours_and_no_credentials_are_not_found() {
+    let _g = CLOCK_LOCK.lock().unwrap();
+    let (_tmp, tokens, f) = setup(43200);
+    let e = tokens.get("docker.io").unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+    *f.fail.lock().unwrap() = Some(TokenError::NoCredentials { tried: "everything".into() });
+    assert!(tokens.get(A).unwrap_err().is_not_found());
+    assert!(tokens.get("bad host").unwrap_err().to_string().contains("not a registry host"));
+}
+
+#[test]
+fn known_hosts_come_from_config_and_cache_only() {
+    let _g = CLOCK_LOCK.lock().unwrap();
+    let (_tmp, tokens, _f) = setup(43200);
+    assert!(tokens.known_hosts().is_empty());
+    tokens.get(A).unwrap();
+    assert_eq!(tokens.known_hosts(), vec![A.to_string()]);
+}

@@ -5,12 +5,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod dockercfg;
 pub mod env;
+pub mod gitlab;
 pub mod helper;
 pub mod install;
 pub mod logging;
 pub mod registry;
 pub mod secret;
+pub mod swarm;
 pub mod tokens;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

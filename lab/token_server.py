@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Lab token endpoint: a tiny fake of the ECR (and ECR Public) GetAuthorizationToken API.
+
+moto's ECR tokens never change and expired in 2015, so tests of caching, expiry and
+rotation use this server instead. It speaks just enough of the AWS JSON 1.1 protocol for
+the real `aws-sdk-ecr` / `aws-sdk-ecrpublic` clients and the AWS CLI, pointed at it with
+AWS_ENDPOINT_URL=http://127.0.0.1:<port> and any dummy static credentials:
+
+  POST /  X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken
+      -> {"authorizationData":[{"authorizationToken": base64("AWS:<password>"),
+                                "expiresAt": <epoch seconds, float>,
+                                "proxyEndpoint": "https://<account>.dkr.ecr.<region>.amazonaws.com"}]}
+  POST /  X-Amz-Target: SpencerFrontendService.GetAuthorizationToken   (ECR Public)
+      -> {"authorizationData": {"authorizationToken": ..., "expiresAt": ...}}
+
+The region comes from the SigV4 Authorization header's credential scope (signatures are
+not verified). The password is ~2.5 KB and random-looking like a real ECR one; it stays
+the same until a *rotation*; every issued token has expiresAt = now + ttl.
+
+Control endpoints (JSON, for tests):
+  GET  /_lab/calls     -> {"calls": N, "issued": M, "by_region": {"eu-west-1": n, ...}}
+                          calls counts every GetAuthorizationToken request (failed ones too)
+  GET  /_lab/config    -> the current config
+  POST /_lab/config    <- any of {"ttl_seconds": int, "fail": null|"unavailable"|"denied",
+                                  "delay_ms": int, "rotate_on_issue": bool}
+  POST /_lab/rotate    -> {"password": <new password>}
+  GET  /_lab/password  -> {"password": <current password>}
+  POST /_lab/reset     -> zero the call counters
+  GET  /_lab/health    -> {"ok": true}
+
+With --htpasswd FILE the server (re)writes FILE atomically with user AWS and the current
+password at start and on every rotation, so a docker-registry (CNCF distribution 2.8,
+which re-reads its htpasswd file whenever the file's mtime changes) accepts only the
+current password. bcrypt only looks at the first 72 bytes of a password and Apache's
+`htpasswd` refuses passwords over 255 bytes, so the hash is made from the 72-byte prefix:
+the registry then accepts exactly what it would accept for the full password.
+
+Listens on 127.0.0.1 only. With --port 0 the first stdout line is `PORT <n>`.
+python3 standard library only (plus the `htpasswd` program for --htpasswd).
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"
+ECR_PUBLIC_TARGET = "SpencerFrontendService.GetAuthorizationToken"
+SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
+BCRYPT_MAX = 72
+
+
+def new_password(ttl):
+    """A random-looking ~2.5 KB password shaped like a real ECR one."""
+    inner = {
+        "payload": base64.b64encode(os.urandom(1200)).decode(),
+        "datakey": base64.b64encode(os.urandom(150)).decode(),
+        "version": "2",
+        "type": "DATA_KEY",
+        "expiration": int(time.time() + ttl),
+    }
+    return base64.b64encode(json.dumps(inner, separators=(",", ":")).encode()).decode()
+
+
+class State:
+    def __init__(self, account, ttl, htpasswd):
+        self.lock = threading.Lock()
+        self.account = account
+        self.htpasswd = htpasswd
+        self.config = {"ttl_seconds": ttl, "fail": None, "delay_ms": 0, "rotate_on_issue": False}
+        self.calls = 0
+        self.issued = 0
+        self.by_region = {}
+        self.last_mtime_ns = 0
+        self.password = None
+        self.rotate()
+
+    def rotate(self):
+        with self.lock:
+            password = new_password(self.config["ttl_seconds"])
+            if self.htpasswd:
+                self._write_htpasswd(password)
+            self.password = password
+            return password
+
+    def _write_htpasswd(self, password):
+        proc = subprocess.run(
+            ["htpasswd", "-niB", "AWS"],
+            input=password[:BCRYPT_MAX].encode(),
+            capture_output=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError("htpasswd failed: " + proc.stderr.decode(errors="replace"))
+        tmp = "%s.tmp.%d" % (self.htpasswd, os.getpid())
+        with open(tmp, "wb") as f:
+            f.write(proc.stdout.strip() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        # The registry reloads when the mtime differs; file timestamps are only
+        # jiffy-precise, so make sure two quick rotations never share one.
+        mtime = max(time.time_ns(), self.last_mtime_ns + 1_000_000)
+        os.utime(tmp, ns=(mtime, mtime))
+        self.last_mtime_ns = mtime
+        os.replace(tmp, self.htpasswd)
+
+    def update_config(self, changes):
+        allowed = {
+            "ttl_seconds": int,
+            "fail": (type(None), str),
+            "delay_ms": int,
+            "rotate_on_issue": bool,
+        }
+        for key, value in changes.items():
+            if key not in allowed or not isinstance(value, allowed[key]):
+                raise ValueError("bad config field %r=%r" % (key, value))
+            if key == "fail" and value not in (None, "unavailable", "denied"):
+                raise ValueError("fail must be null, 'unavailable' or 'denied'")
+        with self.lock:
+            self.config.update(changes)
+            return dict(self.config)
+
+    def count(self, region):
+        with self.lock:
+            self.calls += 1
+            self.by_region[region] = self.by_region.get(region, 0) + 1
+            return dict(self.config)
+
+    def issue(self, rotate_first):
+        if rotate_first:
+            self.rotate()
+        with self.lock:
+            self.issued += 1
+            token = base64.b64encode(("AWS:" + self.password).encode()).decode()
+            return token, time.time() + self.config["ttl_seconds"]
+
+    def calls_json(self):
+        with self.lock:
+            return {"calls": self.calls, "issued": self.issued, "by_region": dict(self.by_region)}
+
+    def reset(self):
+        with self.lock:
+            self.calls = 0
+            self.issued = 0
+            self.by_region = {}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ecr-auth-lab-token-server"
+    state = None  # set in main()
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("%s %s\n" % (time.strftime("%H:%M:%S"), fmt % args))
+
+    def _body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            data = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return data
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status, obj, content_type="application/json"):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-RequestId", "lab-%d" % time.time_ns())
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _aws_error(self, status, kind, message):
+        self.send_response(status)
+        body = json.dumps({"__type": kind, "message": message}).encode()
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("x-amzn-ErrorType", kind)
+        self.send_header("x-amzn-RequestId", "lab-%d" % time.time_ns())
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._body()
+        st = self.state
+        if self.path == "/_lab/calls":
+            self._send(200, st.calls_json())
+        elif self.path == "/_lab/password":
+            with st.lock:
+                self._send(200, {"password": st.password})
+        elif self.path == "/_lab/config":
+            with st.lock:
+                self._send(200, dict(st.config))
+        elif self.path == "/_lab/health":
+            self._send(200, {"ok": True})
+        else:
+            self._send(404, {"error": "no such path " + self.path})
+
+    def do_POST(self):
+        body = self._body()
+        st = self.state
+        if self.path == "/_lab/config":
+            try:
+                self._send(200, st.update_config(json.loads(body or b"{}")))
+            except (ValueError, AttributeError) as e:
+                self._send(400, {"error": str(e)})
+        elif self.path == "/_lab/rotate":
+            self._send(200, {"password": st.rotate()})
+        elif self.path == "/_lab/reset":
+            st.reset()
+            self._send(200, st.calls_json())
+        elif self.path.split("?")[0] == "/":
+            self._aws(body)
+        else:
+            self._send(404, {"error": "no such path " + self.path})
+
+    def _aws(self, body):
+        target = self.headers.get("X-Amz-Target", "")
+        if target not in (ECR_TARGET, ECR_PUBLIC_TARGET):
+            self._aws_error(400, "UnknownOperationException", "lab token server: unknown target %r" % target)
+            return
+        match = SCOPE_RE.search(self.headers.get("Authorization", ""))
+        region = match.group(1) if match else "us-east-1"
+        config = self.state.count(region)
+        if config["delay_ms"]:
+            time.sleep(config["delay_ms"] / 1000.0)
+        if config["fail"] == "unavailable":
+            self._aws_error(503, "ServiceUnavailableException", "lab token server: service unavailable")
+            return
+        if config["fail"] == "denied":
+            self._aws_error(
+                400,
+                "AccessDeniedException",
+                "User: arn:aws:iam::%s:user/lab is not authorized to perform: ecr:GetAuthorizationToken"
+                % self.state.account,
+            )
+            return
+        token, expires_at = self.state.issue(config["rotate_on_issue"])
+        if target == ECR_PUBLIC_TARGET:
+            data = {"authorizationData": {"authorizationToken": token, "expiresAt": expires_at}}
+        else:
+            endpoint = "https://%s.dkr.ecr.%s.amazonaws.com" % (self.state.account, region)
+            data = {
+                "authorizationData": [
+                    {"authorizationToken": token, "expiresAt": expires_at, "proxyEndpoint": endpoint}
+                ]
+            }
+        self._send(200, data, "application/x-amz-json-1.1")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: pick one, print `PORT <n>`)")
+    parser.add_argument("--account", default="123456789012", help="account id in proxyEndpoint")
+    parser.add_argument("--ttl", type=int, default=43200, help="token lifetime in seconds (default 12 h)")
+    parser.add_argument("--htpasswd", help="keep this htpasswd file in sync (user AWS, current password)")
+    args = parser.parse_args()
+
+    Handler.state = State(args.account, args.ttl, os.path.abspath(args.htpasswd) if args.htpasswd else None)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    server.daemon_threads = True
+    print("PORT %d" % server.server_address[1], flush=True)
+
+    def stop(signum, frame):
+        # shutdown() waits for serve_forever() to return, so it must not run on this thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,10 @@ fn main() {
         i += 2;
     }
     let cmd = &args[i + 1..];
-    assert!(!cmd.is_empty(), "usage: spawn_bench [options] -- CMD ARGS...");
+    assert!(
+        !cmd.is_empty(),
+        "usage: spawn_bench [options] -- CMD ARGS..."
+    );
 
     let mut times = Vec::with_capacity(runs);
     let mut max_rss_kb = 0i64;
@@ -46,13 +49,23 @@ fn main() {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", cmd[0]));
         if !stdin.is_empty() {
-            child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
         }
         drop(child.stdin.take());
         let mut out = String::new();
         if check {
             use std::io::Read;
-            child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
         }
         // wait4 rather than Child::wait: it also returns the child's rusage.
         let mut status = 0;
@@ -63,9 +76,18 @@ fn main() {
         assert_eq!(r, pid, "wait4 failed");
         if check {
             let want = expect.as_deref().unwrap();
-            assert!(out.contains(want), "{}: output {:?} lacks the expected text", cmd[0], out.chars().take(120).collect::<String>());
+            assert!(
+                out.contains(want),
+                "{}: output {:?} lacks the expected text",
+                cmd[0],
+                out.chars().take(120).collect::<String>()
+            );
         }
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{} failed (status {status})", cmd[0]);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{} failed (status {status})",
+            cmd[0]
+        );
         if n >= warmup {
             times.push(elapsed.as_secs_f64() * 1e6);
             max_rss_kb = max_rss_kb.max(usage.ru_maxrss);

@@ -139,16 +139,15 @@ impl Config {
                 .map_err(|e| at(entry.host.span(), "host", e.to_string()))?;
             let target = match (&entry.account, &entry.region, entry.public) {
                 (_, _, true) => Target::Public,
-                (Some(account), Some(region), false) => {
-                    Target::private(account.get_ref(), region.get_ref(), entry.fips).map_err(
-                        |e| match e {
-                            RegistryError::BadAccount(_) => {
-                                at(account.span(), "account", e.to_string())
-                            }
-                            _ => at(region.span(), "region", e.to_string()),
-                        },
-                    )?
-                }
+                (Some(account), Some(region), false) => Target::private(
+                    account.get_ref(),
+                    region.get_ref(),
+                    entry.fips,
+                )
+                .map_err(|e| match e {
+                    RegistryError::BadAccount(_) => at(account.span(), "account", e.to_string()),
+                    _ => at(region.span(), "region", e.to_string()),
+                })?,
                 (None, None, false) => host.ecr_target().ok_or_else(|| {
                     at(
                         entry.host.span(),
@@ -279,13 +278,23 @@ role_arn = "arn:aws:iam::210987654321:role/pull"
 "#,
         )
         .unwrap();
-        let r = c.resolve(&Host::parse("registry.internal:5000").unwrap()).unwrap();
-        assert_eq!(r.target, Target::private("123456789012", "eu-west-1", false).unwrap());
+        let r = c
+            .resolve(&Host::parse("registry.internal:5000").unwrap())
+            .unwrap();
+        assert_eq!(
+            r.target,
+            Target::private("123456789012", "eu-west-1", false).unwrap()
+        );
         assert_eq!(r.creds.profile.as_deref(), Some("prod"));
         let r = c
-            .resolve(&Host::parse("https://210987654321.dkr.ecr.us-east-1.amazonaws.com/v2/").unwrap())
+            .resolve(
+                &Host::parse("https://210987654321.dkr.ecr.us-east-1.amazonaws.com/v2/").unwrap(),
+            )
             .unwrap();
-        assert_eq!(r.creds.role_arn.as_deref(), Some("arn:aws:iam::210987654321:role/pull"));
+        assert_eq!(
+            r.creds.role_arn.as_deref(),
+            Some("arn:aws:iam::210987654321:role/pull")
+        );
         // not configured, but an ECR name: default credentials
         let r = c
             .resolve(&Host::parse("111111111111.dkr.ecr.eu-west-1.amazonaws.com").unwrap())
@@ -300,14 +309,18 @@ role_arn = "arn:aws:iam::210987654321:role/pull"
         assert!(e.contains("/etc/ecr-auth/config.toml"), "{e}");
         assert!(e.contains("line 3, field `account`"), "{e}");
 
-        let e = err("[[registry]]\nhost = \"x:5000\"\naccount = \"123456789012\"\nregion = \"mars\"\n");
+        let e =
+            err("[[registry]]\nhost = \"x:5000\"\naccount = \"123456789012\"\nregion = \"mars\"\n");
         assert!(e.contains("line 4, field `region`"), "{e}");
 
         let e = err("[[registry]]\nhost = \"x:5000\"\n\nrolearn = \"a\"\n");
         assert!(e.contains("line 4") && e.contains("rolearn"), "{e}");
 
         let e = err("[[registry]]\nhost = \"docker.io\"\n");
-        assert!(e.contains("line 2, field `host`") && e.contains("account"), "{e}");
+        assert!(
+            e.contains("line 2, field `host`") && e.contains("account"),
+            "{e}"
+        );
 
         let e = err("[[registry]]\nhost = \"bad host\"\n");
         assert!(e.contains("field `host`"), "{e}");

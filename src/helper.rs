@@ -115,24 +115,31 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let result = match verb {
-        "get" => read_server_url(stdin).and_then(|url| get(provider, &url, out)),
-        "list" => list(provider, out),
-        "store" => read_stdin(stdin).and_then(|input| store(provider, &input, ignore_creds_storage, err)),
-        "erase" => read_server_url(stdin).and_then(|url| erase(provider, &url, ignore_creds_storage, err)),
-        "version" | "--version" | "-v" => {
-            let _ = writeln!(out, "ecr-auth {} (docker-credential-ecr-login compatible)", crate::VERSION);
-            Ok(())
-        }
-        "help" | "--help" | "-h" => {
-            let _ = out.write_all(USAGE.as_bytes());
-            Ok(())
-        }
-        other => Err(HelperError::Failed(format!(
-            "unknown credential helper verb {:?}; expected get, store, erase, list or version",
-            other
-        ))),
-    };
+    let result =
+        match verb {
+            "get" => read_server_url(stdin).and_then(|url| get(provider, &url, out)),
+            "list" => list(provider, out),
+            "store" => read_stdin(stdin)
+                .and_then(|input| store(provider, &input, ignore_creds_storage, err)),
+            "erase" => read_server_url(stdin)
+                .and_then(|url| erase(provider, &url, ignore_creds_storage, err)),
+            "version" | "--version" | "-v" => {
+                let _ = writeln!(
+                    out,
+                    "ecr-auth {} (docker-credential-ecr-login compatible)",
+                    crate::VERSION
+                );
+                Ok(())
+            }
+            "help" | "--help" | "-h" => {
+                let _ = out.write_all(USAGE.as_bytes());
+                Ok(())
+            }
+            other => Err(HelperError::Failed(format!(
+                "unknown credential helper verb {:?}; expected get, store, erase, list or version",
+                other
+            ))),
+        };
     match result {
         Ok(()) => 0,
         Err(HelperError::NotFound { reason }) => {
@@ -183,12 +190,15 @@ fn get(provider: &dyn Provider, url: &str, out: &mut dyn Write) -> Result<(), He
         secret: secret.into_inner(),
     };
     let line = serde_json::to_string(&creds).map_err(|e| HelperError::Failed(e.to_string()))?;
-    writeln!(out, "{line}").map_err(|e| HelperError::Failed(format!("ecr-auth: cannot write stdout: {e}")))
+    writeln!(out, "{line}")
+        .map_err(|e| HelperError::Failed(format!("ecr-auth: cannot write stdout: {e}")))
 }
 
 fn list(provider: &dyn Provider, out: &mut dyn Write) -> Result<(), HelperError> {
-    let line = serde_json::to_string(&provider.list()).map_err(|e| HelperError::Failed(e.to_string()))?;
-    writeln!(out, "{line}").map_err(|e| HelperError::Failed(format!("ecr-auth: cannot write stdout: {e}")))
+    let line =
+        serde_json::to_string(&provider.list()).map_err(|e| HelperError::Failed(e.to_string()))?;
+    writeln!(out, "{line}")
+        .map_err(|e| HelperError::Failed(format!("ecr-auth: cannot write stdout: {e}")))
 }
 
 /// `docker login` to an ECR host calls `store`: tokens come from AWS, so there
@@ -222,12 +232,20 @@ fn store(
     )))
 }
 
-fn erase(provider: &dyn Provider, url: &str, ignore: bool, err: &mut dyn Write) -> Result<(), HelperError> {
+fn erase(
+    provider: &dyn Provider,
+    url: &str,
+    ignore: bool,
+    err: &mut dyn Write,
+) -> Result<(), HelperError> {
     if ignore {
         return Ok(());
     }
     if provider.is_mine(url) {
-        let _ = writeln!(err, "ecr-auth: nothing to erase for {url}: ECR tokens are not stored");
+        let _ = writeln!(
+            err,
+            "ecr-auth: nothing to erase for {url}: ECR tokens are not stored"
+        );
         return Ok(());
     }
     Err(HelperError::NotFound {
@@ -244,9 +262,18 @@ mod tests {
     impl Provider for One {
         fn get(&self, url: &str) -> Result<(String, Secret<String>), HelperError> {
             match url {
-                "123456789012.dkr.ecr.eu-west-1.amazonaws.com" => Ok(("AWS".into(), Secret::new("pa\"ss".into()))),
-                "nocreds.example" => Err(TokenError::NoCredentials { tried: "env".into() }.into()),
-                "broken.example" => Err(TokenError::Aws { what: "getting".into(), message: "AccessDenied".into() }.into()),
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com" => {
+                    Ok(("AWS".into(), Secret::new("pa\"ss".into())))
+                }
+                "nocreds.example" => Err(TokenError::NoCredentials {
+                    tried: "env".into(),
+                }
+                .into()),
+                "broken.example" => Err(TokenError::Aws {
+                    what: "getting".into(),
+                    message: "AccessDenied".into(),
+                }
+                .into()),
                 _ => Err(TokenError::NotEcr { host: url.into() }.into()),
             }
         }
@@ -254,19 +281,31 @@ mod tests {
             url.contains(".dkr.ecr.")
         }
         fn list(&self) -> BTreeMap<String, String> {
-            [("123456789012.dkr.ecr.eu-west-1.amazonaws.com".to_string(), "AWS".to_string())].into()
+            [(
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com".to_string(),
+                "AWS".to_string(),
+            )]
+            .into()
         }
     }
 
     fn call(verb: &str, stdin: &[u8], ignore: bool) -> (i32, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run(verb, &One, ignore, &mut &stdin[..], &mut out, &mut err);
-        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
     }
 
     #[test]
     fn get_prints_exact_json() {
-        let (code, out, err) = call("get", b"123456789012.dkr.ecr.eu-west-1.amazonaws.com\n", false);
+        let (code, out, err) = call(
+            "get",
+            b"123456789012.dkr.ecr.eu-west-1.amazonaws.com\n",
+            false,
+        );
         assert_eq!(code, 0);
         assert_eq!(
             out,
@@ -290,7 +329,10 @@ mod tests {
     fn real_failures_are_reported_on_stdout() {
         let (code, out, _) = call("get", b"broken.example", false);
         assert_eq!(code, 1);
-        assert!(out.contains("AccessDenied") && !out.contains(NOT_FOUND), "{out}");
+        assert!(
+            out.contains("AccessDenied") && !out.contains(NOT_FOUND),
+            "{out}"
+        );
     }
 
     #[test]
@@ -312,20 +354,33 @@ mod tests {
         let (code, out, err) = call("store", json, false);
         assert_eq!((code, out.as_str()), (0, ""));
         assert!(err.contains("not storing"), "{err}");
-        let (code, _, _) = call("erase", b"123456789012.dkr.ecr.eu-west-1.amazonaws.com", false);
+        let (code, _, _) = call(
+            "erase",
+            b"123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            false,
+        );
         assert_eq!(code, 0);
         // other hosts: refused, unless storage is ignored
         let other = br#"{"ServerURL":"docker.io","Username":"u","Secret":"s"}"#;
         assert_eq!(call("store", other, false).0, 1);
-        assert_eq!(call("store", other, true), (0, String::new(), String::new()));
-        assert_eq!(call("erase", b"docker.io", false).1, "credentials not found in native keychain\n");
+        assert_eq!(
+            call("store", other, true),
+            (0, String::new(), String::new())
+        );
+        assert_eq!(
+            call("erase", b"docker.io", false).1,
+            "credentials not found in native keychain\n"
+        );
     }
 
     #[test]
     fn list_and_version_and_unknown() {
         let (code, out, _) = call("list", b"unused", false);
         assert_eq!(code, 0);
-        assert_eq!(out, "{\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\":\"AWS\"}\n");
+        assert_eq!(
+            out,
+            "{\"123456789012.dkr.ecr.eu-west-1.amazonaws.com\":\"AWS\"}\n"
+        );
         assert!(call("version", b"", false).1.starts_with("ecr-auth "));
         let (code, out, _) = call("frobnicate", b"", false);
         assert_eq!(code, 1);
@@ -334,7 +389,11 @@ mod tests {
 
     #[test]
     fn credentials_debug_hides_the_secret() {
-        let c = Credentials { server_url: "h".into(), username: "AWS".into(), secret: "s3cr3t".into() };
+        let c = Credentials {
+            server_url: "h".into(),
+            username: "AWS".into(),
+            secret: "s3cr3t".into(),
+        };
         assert!(!format!("{c:?}").contains("s3cr3t"));
     }
 }

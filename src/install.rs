@@ -15,7 +15,9 @@ pub enum InstallError {
     SelfPath(io::Error),
     #[error("cannot create {path}: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
-    #[error("cannot write {path}: {source} (run as a user who may write there, or pick another --dir)")]
+    #[error(
+        "cannot write {path}: {source} (run as a user who may write there, or pick another --dir)"
+    )]
     Write { path: PathBuf, source: io::Error },
 }
 
@@ -109,7 +111,10 @@ mod tests {
         // again, as symlinks over the copies
         install(&src, &dir, Mode::Symlink).unwrap();
         let link = dir.join("docker-credential-ecr-login");
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("ecr-auth"));
         assert_eq!(fs::read(&link).unwrap(), b"#!binary");
         // no temporary files left

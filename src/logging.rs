@@ -21,7 +21,11 @@ pub enum Format {
 }
 
 pub fn level(env: &Env) -> LevelFilter {
-    match env.get("ECR_AUTH_LOG").map(str::to_ascii_lowercase).as_deref() {
+    match env
+        .get("ECR_AUTH_LOG")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("error") => LevelFilter::ERROR,
         Some("info") => LevelFilter::INFO,
         Some("debug") => LevelFilter::DEBUG,
@@ -51,7 +55,10 @@ pub fn init(env: &Env, format: Format) {
         (Format::Json, Some(f)) => builder.json().with_writer(Mutex::new(f)).try_init(),
         (Format::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
         (Format::Text, Some(f)) => builder.with_writer(Mutex::new(f)).try_init(),
-        (Format::Text, None) => builder.without_time().with_writer(std::io::stderr).try_init(),
+        (Format::Text, None) => builder
+            .without_time()
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     let _ = result;
 }

@@ -72,7 +72,12 @@ impl Target {
     /// the token serves every account's registry there.
     pub fn region_only(region: &str, fips: bool) -> Result<Target, RegistryError> {
         Target::private("000000000000", region, fips).map(|t| match t {
-            Target::Private { region, partition, fips, .. } => Target::Private {
+            Target::Private {
+                region,
+                partition,
+                fips,
+                ..
+            } => Target::Private {
                 account: String::new(),
                 region,
                 partition,
@@ -363,21 +368,33 @@ mod tests {
     fn host_normalisation_table() {
         let cases = [
             ("registry.internal:5000", Ok("registry.internal:5000")),
-            ("HTTPS://Registry.Internal:5000/v2/", Ok("registry.internal:5000")),
+            (
+                "HTTPS://Registry.Internal:5000/v2/",
+                Ok("registry.internal:5000"),
+            ),
             ("registry.internal:443", Ok("registry.internal")),
             ("localhost", Ok("localhost")),
             ("127.0.0.1:5000/repo/image:tag", Ok("127.0.0.1:5000")),
             ("", Err(RegistryError::Empty)),
             ("   \n", Err(RegistryError::Empty)),
             ("host:", Err(RegistryError::Malformed("host:".into()))),
-            ("host:99999", Err(RegistryError::Malformed("host:99999".into()))),
+            (
+                "host:99999",
+                Err(RegistryError::Malformed("host:99999".into())),
+            ),
             ("host:0", Err(RegistryError::Malformed("host:0".into()))),
             ("host:abc", Err(RegistryError::Malformed("host:abc".into()))),
             ("bad host", Err(RegistryError::Malformed("bad host".into()))),
             ("a..b", Err(RegistryError::Malformed("a..b".into()))),
-            ("\u{0}\u{1}garbage", Err(RegistryError::Malformed("\u{0}\u{1}garbage".into()))),
+            (
+                "\u{0}\u{1}garbage",
+                Err(RegistryError::Malformed("\u{0}\u{1}garbage".into())),
+            ),
             ("https://", Err(RegistryError::Malformed("https://".into()))),
-            ("user@host", Err(RegistryError::Malformed("user@host".into()))),
+            (
+                "user@host",
+                Err(RegistryError::Malformed("user@host".into())),
+            ),
         ];
         for (input, want) in cases {
             let got = Host::parse(input);
@@ -392,7 +409,9 @@ mod tests {
     #[test]
     fn explicit_targets_check_account_and_region() {
         assert_eq!(
-            Target::private("123456789012", "cn-north-1", false).unwrap().partition(),
+            Target::private("123456789012", "cn-north-1", false)
+                .unwrap()
+                .partition(),
             "aws-cn"
         );
         assert_eq!(
@@ -410,7 +429,10 @@ mod tests {
         let a = Host::parse("111111111111.dkr.ecr.eu-west-1.amazonaws.com").unwrap();
         let b = Host::parse("222222222222.dkr.ecr.eu-west-1.amazonaws.com").unwrap();
         let c = Host::parse("222222222222.dkr.ecr-fips.us-east-1.amazonaws.com").unwrap();
-        assert_eq!(a.ecr_target().unwrap().scope(), b.ecr_target().unwrap().scope());
+        assert_eq!(
+            a.ecr_target().unwrap().scope(),
+            b.ecr_target().unwrap().scope()
+        );
         assert_eq!(c.ecr_target().unwrap().scope(), "aws/us-east-1/fips");
         assert_eq!(Target::Public.scope(), "public/us-east-1");
     }

@@ -37,7 +37,12 @@ impl Lab {
         let tmp = TempDir::new("helper-e2e");
         write_config(&tmp.join("config.toml"), &registry.addr, "eu-west-1");
         let image = registry.image("team/app", "1.0");
-        Lab { registry, tokens, tmp, image }
+        Lab {
+            registry,
+            tokens,
+            tmp,
+            image,
+        }
     }
 
     fn cache_dir(&self) -> PathBuf {
@@ -52,14 +57,19 @@ impl Lab {
 
     /// `docker-credential-ecr-login <verb>` with `stdin`.
     fn helper(&self, verb: &str, stdin: &str) -> Output {
-        let mut cmd = Command::new(helper_path_dir(self.tmp.path()).join("docker-credential-ecr-login"));
+        let mut cmd =
+            Command::new(helper_path_dir(self.tmp.path()).join("docker-credential-ecr-login"));
         self.env(&mut cmd).arg(verb);
         feed(&mut cmd, stdin)
     }
 
     fn cache_files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = fs::read_dir(self.cache_dir())
-            .map(|d| d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         files
@@ -95,7 +105,12 @@ fn feed(cmd: &mut Command, stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start helper");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -119,14 +134,33 @@ fn docker_pulls_a_private_image_only_through_the_helper() {
     let dockerd = Dockerd::start();
     // Without the helper: refused.
     let denied = run_fails(lab.env(&mut dockerd.docker()).args(["pull", &lab.image]));
-    assert!(denied.contains("no basic auth credentials") || denied.contains("unauthorized"), "{denied}");
+    assert!(
+        denied.contains("no basic auth credentials") || denied.contains("unauthorized"),
+        "{denied}"
+    );
     assert_eq!(lab.tokens.calls(), 0);
 
     let conf = lab.tmp.join("docker-config");
     fs::create_dir_all(&conf).unwrap();
-    fs::write(conf.join("config.json"), format!("{{\"credHelpers\":{{\"{}\":\"ecr-login\"}}}}", lab.registry.addr)).unwrap();
-    run_ok(lab.env(&mut dockerd.docker()).env("DOCKER_CONFIG", &conf).args(["pull", &lab.image]));
-    let listed = run_ok(dockerd.docker().args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
+    fs::write(
+        conf.join("config.json"),
+        format!(
+            "{{\"credHelpers\":{{\"{}\":\"ecr-login\"}}}}",
+            lab.registry.addr
+        ),
+    )
+    .unwrap();
+    run_ok(
+        lab.env(&mut dockerd.docker())
+            .env("DOCKER_CONFIG", &conf)
+            .args(["pull", &lab.image]),
+    );
+    let listed =
+        run_ok(
+            dockerd
+                .docker()
+                .args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]),
+        );
     assert!(listed.contains(&lab.image.replace(":1.0", "")), "{listed}");
     assert_eq!(lab.tokens.calls(), 1, "one token fetched");
 
@@ -140,8 +174,15 @@ fn docker_pulls_a_private_image_only_through_the_helper() {
     );
     assert!(out.status.success(), "docker login: {}", output_text(&out));
     let config_after = fs::read_to_string(conf.join("config.json")).unwrap();
-    assert!(!config_after.contains(&lab.tokens.password()[..40]), "password written to config.json");
-    run_ok(lab.env(&mut dockerd.docker()).env("DOCKER_CONFIG", &conf).args(["logout", &lab.registry.addr]));
+    assert!(
+        !config_after.contains(&lab.tokens.password()[..40]),
+        "password written to config.json"
+    );
+    run_ok(
+        lab.env(&mut dockerd.docker())
+            .env("DOCKER_CONFIG", &conf)
+            .args(["logout", &lab.registry.addr]),
+    );
 }
 
 #[test]
@@ -159,10 +200,21 @@ fn skopeo_reads_a_private_image_through_cred_helpers() {
         run(&mut cmd)
     };
     let denied = inspect(&empty);
-    assert!(!denied.status.success(), "anonymous inspect must fail: {}", output_text(&denied));
+    assert!(
+        !denied.status.success(),
+        "anonymous inspect must fail: {}",
+        output_text(&denied)
+    );
 
     let authfile = lab.tmp.join("auth.json");
-    fs::write(&authfile, format!("{{\"credHelpers\":{{\"{}\":\"ecr-login\"}}}}", lab.registry.addr)).unwrap();
+    fs::write(
+        &authfile,
+        format!(
+            "{{\"credHelpers\":{{\"{}\":\"ecr-login\"}}}}",
+            lab.registry.addr
+        ),
+    )
+    .unwrap();
     let ok = inspect(&authfile);
     assert!(ok.status.success(), "skopeo inspect: {}", output_text(&ok));
     let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
@@ -191,17 +243,38 @@ fn podman_pulls_through_cred_helpers_with_moto_tokens() {
     let empty = tmp.join("empty.json");
     fs::write(&empty, "{}").unwrap();
     let denied = pull(&empty);
-    assert!(!denied.status.success(), "anonymous pull must fail: {}", output_text(&denied));
+    assert!(
+        !denied.status.success(),
+        "anonymous pull must fail: {}",
+        output_text(&denied)
+    );
 
     let authfile = tmp.join("auth.json");
-    fs::write(&authfile, format!("{{\"credHelpers\":{{\"{}\":\"ecr-login\"}}}}", registry.addr)).unwrap();
+    fs::write(
+        &authfile,
+        format!(
+            "{{\"credHelpers\":{{\"{}\":\"ecr-login\"}}}}",
+            registry.addr
+        ),
+    )
+    .unwrap();
     let ok = pull(&authfile);
     assert!(ok.status.success(), "podman pull: {}", output_text(&ok));
     let mut images = podman(tmp.path());
-    let listed = run_ok(lab_env(&mut images, &tmp, &moto.endpoint).args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    let listed = run_ok(lab_env(&mut images, &tmp, &moto.endpoint).args([
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]));
     assert!(listed.contains(&image), "{listed}");
     // nothing cached: the token was already expired when issued
-    let cached: Vec<_> = fs::read_dir(tmp.join("cache")).map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "json")).collect()).unwrap_or_default();
+    let cached: Vec<_> = fs::read_dir(tmp.join("cache"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(cached.is_empty(), "expired token cached: {cached:?}");
 }
 
@@ -220,22 +293,38 @@ fn fifty_concurrent_cold_gets_make_one_api_call() {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             let mut child = cmd.spawn().unwrap();
-            child.stdin.take().unwrap().write_all(lab.registry.addr.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(lab.registry.addr.as_bytes())
+                .unwrap();
             child
         })
         .collect();
-    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     let password = lab.tokens.password();
     for o in &outputs {
         assert_eq!(secret_of(o), password);
     }
-    assert_eq!(lab.tokens.calls(), 1, "50 cold gets, one GetAuthorizationToken");
+    assert_eq!(
+        lab.tokens.calls(),
+        1,
+        "50 cold gets, one GetAuthorizationToken"
+    );
     let files = lab.cache_files();
     assert_eq!(files.len(), 1, "{files:?}");
     let meta = fs::metadata(&files[0]).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert_eq!(fs::metadata(lab.cache_dir()).unwrap().permissions().mode() & 0o777, 0o700);
-    let entry: serde_json::Value = serde_json::from_slice(&fs::read(&files[0]).unwrap()).expect("intact cache JSON");
+    assert_eq!(
+        fs::metadata(lab.cache_dir()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let entry: serde_json::Value =
+        serde_json::from_slice(&fs::read(&files[0]).unwrap()).expect("intact cache JSON");
     assert_eq!(entry["password"], password.as_str());
     // no AWS key material in the cache
     let text = fs::read_to_string(&files[0]).unwrap();
@@ -248,11 +337,16 @@ fn a_corrupt_cache_file_is_discarded_and_rewritten() {
     let first = secret_of(&lab.helper("get", &lab.registry.addr));
     let files = lab.cache_files();
     assert_eq!(files.len(), 1);
-    for garbage in [&b"{\"version\":1,\"password\":"[..], b"\x00\xff\xfegarbage", b""] {
+    for garbage in [
+        &b"{\"version\":1,\"password\":"[..],
+        b"\x00\xff\xfegarbage",
+        b"",
+    ] {
         fs::write(&files[0], garbage).unwrap();
         let o = lab.helper("get", &lab.registry.addr);
         assert_eq!(secret_of(&o), first, "stderr: {}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&fs::read(&files[0]).unwrap()).expect("rewritten as JSON");
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(&files[0]).unwrap()).expect("rewritten as JSON");
         assert_eq!(v["password"], first.as_str());
     }
     assert_eq!(lab.tokens.calls(), 4);
@@ -272,7 +366,11 @@ fn aws_failing_serves_a_valid_cached_token_then_refuses_an_expired_one() {
     lab.tokens.set_fail(Some("unavailable"));
     let o = lab.helper("get", &lab.registry.addr);
     assert_eq!(secret_of(&o), first);
-    assert!(stderr(&o).contains("using the cached ECR token"), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("using the cached ECR token"),
+        "stderr: {}",
+        stderr(&o)
+    );
     assert!(lab.tokens.calls() >= 2, "AWS was asked again");
     // After expiry: refused, with the reason on stdout (docker shows it).
     let left = std::time::Duration::from_secs(11).saturating_sub(issued.elapsed());
@@ -280,7 +378,10 @@ fn aws_failing_serves_a_valid_cached_token_then_refuses_an_expired_one() {
     let o = lab.helper("get", &lab.registry.addr);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.contains("expired at") && out.contains("ServiceUnavailable"), "stdout: {out}");
+    assert!(
+        out.contains("expired at") && out.contains("ServiceUnavailable"),
+        "stdout: {out}"
+    );
     assert!(!out.contains(&first[..40]));
 }
 
@@ -292,26 +393,47 @@ fn aws_failing_with_no_cache_is_a_clear_error_not_a_fallthrough() {
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert_ne!(out, NOT_FOUND);
-    assert!(out.contains("AccessDenied") && out.contains("ecr-auth"), "stdout: {out}");
+    assert!(
+        out.contains("AccessDenied") && out.contains("ecr-auth"),
+        "stdout: {out}"
+    );
     assert!(lab.cache_files().is_empty());
 }
 
 #[test]
 fn non_ecr_hosts_garbled_stdin_and_list() {
     let lab = Lab::new();
-    for host in ["docker.io", "registry.gitlab.com", "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example"] {
+    for host in [
+        "docker.io",
+        "registry.gitlab.com",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example",
+    ] {
         let o = lab.helper("get", host);
         assert_eq!(o.status.code(), Some(1));
         assert_eq!(stdout(&o), NOT_FOUND, "{host}");
-        assert!(stderr(&o).contains("not an Amazon ECR registry"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("not an Amazon ECR registry"),
+            "{}",
+            stderr(&o)
+        );
     }
     let o = lab.helper("get", "\u{0}\u{7f}\u{1b}[31m garbage\n");
     assert_eq!(o.status.code(), Some(1));
     let o2 = {
-        let mut cmd = Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
-        lab.env(&mut cmd).arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut cmd =
+            Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
+        lab.env(&mut cmd)
+            .arg("get")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(b"\xff\xfe\xfd").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"\xff\xfe\xfd")
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     assert_eq!(o2.status.code(), Some(1));
@@ -341,46 +463,76 @@ fn no_aws_credentials_is_not_found_with_the_sources_on_stderr() {
     // Instance metadata pointed at a closed loopback port: the chain's last link fails at once.
     cmd.env("HOME", &home)
         .env("ECR_AUTH_CACHE_DIR", tmp.join("cache"))
-        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", free_port()))
+        .env(
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env(
+            "AWS_ENDPOINT_URL",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
         .arg("get");
     let o = feed(&mut cmd, "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o), NOT_FOUND);
     let err = stderr(&o);
-    assert!(err.contains("no AWS credentials found") && err.contains("AWS_ACCESS_KEY_ID") && err.contains("IMDS"), "{err}");
+    assert!(
+        err.contains("no AWS credentials found")
+            && err.contains("AWS_ACCESS_KEY_ID")
+            && err.contains("IMDS"),
+        "{err}"
+    );
 }
 
 #[test]
 fn get_login_password_matches_the_aws_cli() {
     let moto = Moto::start();
     let tmp = TempDir::new("glp");
-    write_config(&tmp.join("config.toml"), "mirror.internal:5000", "eu-west-1");
+    write_config(
+        &tmp.join("config.toml"),
+        "mirror.internal:5000",
+        "eu-west-1",
+    );
     let mut ours = Command::new(bin());
     lab_env(&mut ours, &tmp, &moto.endpoint).args(["get-login-password", "--region", "eu-west-1"]);
     let ours = run_ok(&mut ours);
     assert_eq!(ours.trim(), MOTO_PASSWORD);
-    let theirs = run_ok(moto.aws().args(["ecr", "get-login-password", "--region", "eu-west-1"]));
+    let theirs = run_ok(
+        moto.aws()
+            .args(["ecr", "get-login-password", "--region", "eu-west-1"]),
+    );
     assert_eq!(ours.trim(), theirs.trim());
     // by registry host, and through the config mapping
-    for registry in ["123456789012.dkr.ecr.us-east-2.amazonaws.com", "mirror.internal:5000"] {
+    for registry in [
+        "123456789012.dkr.ecr.us-east-2.amazonaws.com",
+        "mirror.internal:5000",
+    ] {
         let mut cmd = Command::new(bin());
         lab_env(&mut cmd, &tmp, &moto.endpoint).args(["get-login-password", registry]);
         assert_eq!(run_ok(&mut cmd).trim(), MOTO_PASSWORD);
     }
     let mut cmd = Command::new(bin());
-    let err = run_fails(lab_env(&mut cmd, &tmp, &moto.endpoint).args(["get-login-password", "docker.io"]));
+    let err = run_fails(
+        lab_env(&mut cmd, &tmp, &moto.endpoint).args(["get-login-password", "docker.io"]),
+    );
     assert!(err.contains("not an Amazon ECR registry"), "{err}");
 }
 
 #[test]
 fn a_bad_config_file_is_reported_with_file_line_and_field() {
     let lab = Lab::new();
-    fs::write(lab.tmp.join("config.toml"), "[[registry]]\nhost = \"x:1\"\naccount = \"123\"\nregion = \"eu-west-1\"\n").unwrap();
+    fs::write(
+        lab.tmp.join("config.toml"),
+        "[[registry]]\nhost = \"x:1\"\naccount = \"123\"\nregion = \"eu-west-1\"\n",
+    )
+    .unwrap();
     let o = lab.helper("get", &lab.registry.addr);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.contains("config.toml") && out.contains("line 3") && out.contains("account"), "{out}");
+    assert!(
+        out.contains("config.toml") && out.contains("line 3") && out.contains("account"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -389,14 +541,27 @@ fn install_copies_the_helper_names_and_they_answer() {
     let dir = lab.tmp.join("bin");
     let listed = run_ok(Command::new(bin()).args(["install", "--dir"]).arg(&dir));
     assert_eq!(listed.lines().count(), 3, "{listed}");
-    for name in ["ecr-auth", "docker-credential-ecr-login", "docker-credential-ecr-auth"] {
+    for name in [
+        "ecr-auth",
+        "docker-credential-ecr-login",
+        "docker-credential-ecr-auth",
+    ] {
         let meta = fs::symlink_metadata(dir.join(name)).unwrap();
         assert!(meta.file_type().is_file(), "{name} is a copy");
     }
     let mut cmd = Command::new(dir.join("docker-credential-ecr-auth"));
     lab.env(&mut cmd).arg("get");
-    assert_eq!(secret_of(&feed(&mut cmd, &lab.registry.addr)), lab.tokens.password());
+    assert_eq!(
+        secret_of(&feed(&mut cmd, &lab.registry.addr)),
+        lab.tokens.password()
+    );
     let mut cmd = Command::new(dir.join("ecr-auth"));
     lab.env(&mut cmd).args(["docker-credential", "get"]);
-    assert_eq!(secret_of(&feed(&mut cmd, &format!("https://{}/v2/", lab.registry.addr))), lab.tokens.password());
+    assert_eq!(
+        secret_of(&feed(
+            &mut cmd,
+            &format!("https://{}/v2/", lab.registry.addr)
+        )),
+        lab.tokens.password()
+    );
 }

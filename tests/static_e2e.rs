@@ -13,10 +13,14 @@ use std::process::Command;
 use common::*;
 
 fn static_bin() -> PathBuf {
-    let path = std::env::var_os("ECR_AUTH_STATIC_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
-        target.join("x86_64-unknown-linux-musl/release/ecr-auth")
-    });
+    let path = std::env::var_os("ECR_AUTH_STATIC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            target.join("x86_64-unknown-linux-musl/release/ecr-auth")
+        });
     assert!(
         path.is_file(),
         "{} is missing: run scripts/build-static (scripts/test does)",
@@ -29,18 +33,33 @@ fn static_bin() -> PathBuf {
 /// values come from the docker CLI's own environment, so no secret is in argv).
 fn container_env(cmd: &mut Command, tokens: &TokenServer) -> Vec<&'static str> {
     apply_aws_env(cmd, &tokens.endpoint);
-    cmd.env("ECR_AUTH_CONFIG", "/etc/ecr-auth/config.toml").env("ECR_AUTH_CACHE_DIR", "/cache");
-    vec!["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED", "ECR_AUTH_CONFIG", "ECR_AUTH_CACHE_DIR"]
+    cmd.env("ECR_AUTH_CONFIG", "/etc/ecr-auth/config.toml")
+        .env("ECR_AUTH_CACHE_DIR", "/cache");
+    vec![
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_EC2_METADATA_DISABLED",
+        "ECR_AUTH_CONFIG",
+        "ECR_AUTH_CACHE_DIR",
+    ]
 }
 
-fn run_in_container(dockerd: &Dockerd, tokens: &TokenServer, image: &str, config: &std::path::Path, shell: &[&str]) -> String {
+fn run_in_container(
+    dockerd: &Dockerd,
+    tokens: &TokenServer,
+    image: &str,
+    config: &std::path::Path,
+    shell: &[&str],
+) -> String {
     let mut cmd = dockerd.docker();
     let names = container_env(&mut cmd, tokens);
     cmd.args(["run", "--rm", "-i", "--network", "host"]);
     for n in names {
         cmd.args(["-e", n]);
     }
-    cmd.arg("-v").arg(format!("{}:/etc/ecr-auth/config.toml:ro", config.display()));
+    cmd.arg("-v")
+        .arg(format!("{}:/etc/ecr-auth/config.toml:ro", config.display()));
     cmd.arg(image).args(shell);
     run_ok(&mut cmd)
 }
@@ -70,12 +89,20 @@ fn the_static_binary_is_the_helper_in_scratch_and_busybox_containers() {
     for n in names {
         cmd.args(["-e", n]);
     }
-    cmd.arg("-v").arg(format!("{}:/etc/ecr-auth/config.toml:ro", config.display()));
+    cmd.arg("-v")
+        .arg(format!("{}:/etc/ecr-auth/config.toml:ro", config.display()));
     cmd.args(["lab/ecr-auth-scratch:test", "get"]);
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"127.0.0.1:5999\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"127.0.0.1:5999\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("helper JSON");
@@ -101,6 +128,13 @@ fn the_static_binary_is_the_helper_in_scratch_and_busybox_containers() {
     assert_eq!(v["Secret"], tokens.password().as_str());
     let len: usize = out.lines().nth(1).unwrap().trim().parse().unwrap();
     assert_eq!(len, tokens.password().len() + 1, "password + newline");
-    assert!(out.contains("credentials not found in native keychain\nexit=1"), "{out}");
-    assert_eq!(tokens.calls(), 2, "one fetch per container (each has its own cache)");
+    assert!(
+        out.contains("credentials not found in native keychain\nexit=1"),
+        "{out}"
+    );
+    assert_eq!(
+        tokens.calls(),
+        2,
+        "one fetch per container (each has its own cache)"
+    );
 }

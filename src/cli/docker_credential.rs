@@ -18,7 +18,9 @@ pub fn run_verb(verb: &str, ctx: &Context) -> i32 {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let ignore = ctx.env.flag("AWS_ECR_IGNORE_CREDS_STORAGE");
     match ctx.tokens() {
-        Ok(tokens) => crate::helper::run(verb, &tokens, ignore, &mut stdin.lock(), &mut out, &mut err),
+        Ok(tokens) => {
+            crate::helper::run(verb, &tokens, ignore, &mut stdin.lock(), &mut out, &mut err)
+        }
         Err(e) => {
             // A broken config file is a real failure: say so on stdout, as the
             // protocol wants, so `docker pull` shows it.

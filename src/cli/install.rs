@@ -21,7 +21,11 @@ pub fn run(args: Args, _ctx: &Context) -> anyhow::Result<i32> {
     let me = std::env::current_exe()
         .map_err(crate::install::InstallError::SelfPath)
         .context("cannot install")?;
-    let mode = if args.symlink { Mode::Symlink } else { Mode::Copy };
+    let mode = if args.symlink {
+        Mode::Symlink
+    } else {
+        Mode::Copy
+    };
     for path in install(&me, &args.dir, mode)? {
         println!("{}", path.display());
     }

@@ -35,14 +35,23 @@ pub fn level(env: &Env) -> LevelFilter {
     }
 }
 
-/// Installs the global subscriber. Only our own crate logs above `warn`
-/// unless `debug` is asked for (the AWS SDK is chatty at `info`).
+/// Installs the global subscriber. Our own messages show at the chosen level;
+/// the AWS SDK and HTTP crates only from `warn` up, or `info` when `trace` is
+/// asked for — never their debug or trace output, which prints the access key
+/// id and, at trace, whole response bodies with the tokens in them.
 pub fn init(env: &Env, format: Format) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+
     let level = level(env);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_ansi(false);
+    let others = if level == LevelFilter::TRACE {
+        LevelFilter::INFO
+    } else {
+        std::cmp::min(level, LevelFilter::WARN)
+    };
+    let filter = Targets::new()
+        .with_target("ecr_auth", level)
+        .with_default(others);
     let file = env.get("ECR_AUTH_LOG_FILE").and_then(|path| {
         OpenOptions::new()
             .create(true)
@@ -51,14 +60,34 @@ pub fn init(env: &Env, format: Format) {
             .open(path)
             .ok()
     });
+    let layer = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(false);
+    let registry = tracing_subscriber::registry();
     let result = match (format, file) {
-        (Format::Json, Some(f)) => builder.json().with_writer(Mutex::new(f)).try_init(),
-        (Format::Json, None) => builder.json().with_writer(std::io::stderr).try_init(),
-        (Format::Text, Some(f)) => builder.with_writer(Mutex::new(f)).try_init(),
-        (Format::Text, None) => builder
-            .without_time()
-            .with_writer(std::io::stderr)
+        (Format::Json, Some(f)) => registry
+            .with(layer.json().with_writer(Mutex::new(f)).with_filter(filter))
+            .try_init(),
+        (Format::Json, None) => registry
+            .with(
+                layer
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .try_init(),
+        (Format::Text, Some(f)) => registry
+            .with(layer.with_writer(Mutex::new(f)).with_filter(filter))
+            .try_init(),
+        (Format::Text, None) => registry
+            .with(
+                layer
+                    .without_time()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
+    // A second init (tests, or a caller that set one up) keeps the first.
     let _ = result;
 }

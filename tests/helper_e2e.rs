@@ -565,3 +565,52 @@ fn install_copies_the_helper_names_and_they_answer() {
         lab.tokens.password()
     );
 }
+
+#[test]
+fn logs_at_every_level_never_show_tokens_or_keys() {
+    let lab = Lab::new();
+    let log_file = lab.tmp.join("helper.log");
+    for level in ["debug", "trace"] {
+        let mut cmd =
+            Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
+        lab.env(&mut cmd).env("ECR_AUTH_LOG", level).arg("get");
+        let o = feed(&mut cmd, &lab.registry.addr);
+        assert_eq!(secret_of(&o), lab.tokens.password());
+        let mut cmd =
+            Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
+        lab.env(&mut cmd)
+            .env("ECR_AUTH_LOG", level)
+            .env("ECR_AUTH_LOG_FILE", &log_file)
+            .env("AWS_ECR_DISABLE_CACHE", "1")
+            .arg("get");
+        let o2 = feed(&mut cmd, &lab.registry.addr);
+        assert_eq!(secret_of(&o2), lab.tokens.password());
+        assert!(
+            stderr(&o2).is_empty(),
+            "with a log file, stderr stays quiet: {}",
+            stderr(&o2)
+        );
+        let logged = format!(
+            "{}{}",
+            stderr(&o),
+            fs::read_to_string(&log_file).unwrap_or_default()
+        );
+        let password = lab.tokens.password();
+        for secret in [
+            &password[..24],
+            "AKIAECRAUTHLABTEST00",
+            "ecr-auth-lab-secret",
+        ] {
+            assert!(
+                !logged.contains(secret),
+                "{level} log shows a secret: {logged}"
+            );
+        }
+    }
+    let mode = fs::metadata(&log_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !fs::read_to_string(&log_file).unwrap().is_empty(),
+        "debug logging wrote something"
+    );
+}

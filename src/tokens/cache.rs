@@ -203,7 +203,16 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn entry(key: &str) -> CachedToken {
-        new_entry(key, "aws/eu-west-1", "AWS", "pw", 1000, 1000 + 43200, None, vec![])
+        new_entry(
+            key,
+            "aws/eu-west-1",
+            "AWS",
+            "pw",
+            1000,
+            1000 + 43200,
+            None,
+            vec![],
+        )
     }
 
     #[test]
@@ -216,7 +225,10 @@ mod tests {
         let f = fs::metadata(cache.dir().join("k1.json")).unwrap();
         assert_eq!(f.mode() & 0o777, 0o600);
         // no temporary files left behind
-        let names: Vec<_> = fs::read_dir(cache.dir()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(cache.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -224,13 +236,22 @@ mod tests {
     fn garbage_and_foreign_entries_read_as_none_and_are_overwritten() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = Cache::at(tmp.path());
-        for junk in [&b"{not json"[..], b"", b"\x00\xff\xfe", br#"{"version":99}"#] {
+        for junk in [
+            &b"{not json"[..],
+            b"",
+            b"\x00\xff\xfe",
+            br#"{"version":99}"#,
+        ] {
             fs::write(tmp.path().join("k.json"), junk).unwrap();
             assert_eq!(cache.load("k"), None);
         }
         let mut other = entry("other");
         other.key = "other".into();
-        fs::write(tmp.path().join("k.json"), serde_json::to_vec(&other).unwrap()).unwrap();
+        fs::write(
+            tmp.path().join("k.json"),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
         assert_eq!(cache.load("k"), None, "written under another key");
         cache.store(&entry("k")).unwrap();
         assert_eq!(cache.load("k"), Some(entry("k")));
@@ -267,7 +288,10 @@ mod tests {
         let env = Env::from_pairs([("AWS_ECR_DISABLE_CACHE", "1"), ("HOME", "/h")]);
         assert!(Cache::from_env(&env).is_none());
         let env = Env::from_pairs([("HOME", "/h")]);
-        assert_eq!(Cache::from_env(&env).unwrap().dir(), Path::new("/h/.cache/ecr-auth"));
+        assert_eq!(
+            Cache::from_env(&env).unwrap().dir(),
+            Path::new("/h/.cache/ecr-auth")
+        );
         let env = Env::from_pairs([("HOME", "/h"), ("ECR_AUTH_CACHE_DIR", "/c")]);
         assert_eq!(Cache::from_env(&env).unwrap().dir(), Path::new("/c"));
     }

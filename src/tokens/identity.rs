@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(k, cache_key(&a, &none, &other));
         assert_ne!(k, cache_key(&b, &none, &t("eu-west-1")));
         assert_ne!(k, cache_key(&a, &none, &t("us-east-1")));
-        let role = CredentialSource { role_arn: Some("arn:aws:iam::1:role/x".into()), profile: None };
+        let role = CredentialSource {
+            role_arn: Some("arn:aws:iam::1:role/x".into()),
+            profile: None,
+        };
         assert_ne!(k, cache_key(&a, &role, &t("eu-west-1")));
         let mut moto = a.clone();
         moto.set("AWS_ENDPOINT_URL", "http://127.0.0.1:5000");
@@ -142,10 +145,17 @@ mod tests {
     fn editing_the_profile_files_changes_the_key() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join(".aws")).unwrap();
-        let env = Env::from_pairs([("HOME", tmp.path().to_str().unwrap()), ("AWS_PROFILE", "prod")]);
+        let env = Env::from_pairs([
+            ("HOME", tmp.path().to_str().unwrap()),
+            ("AWS_PROFILE", "prod"),
+        ]);
         let none = CredentialSource::default();
         let before = cache_key(&env, &none, &t("eu-west-1"));
-        std::fs::write(tmp.path().join(".aws/config"), "[profile prod]\nrole_arn=x\n").unwrap();
+        std::fs::write(
+            tmp.path().join(".aws/config"),
+            "[profile prod]\nrole_arn=x\n",
+        )
+        .unwrap();
         let after = cache_key(&env, &none, &t("eu-west-1"));
         assert_ne!(before, after);
         let mut dev = env.clone();

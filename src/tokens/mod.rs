@@ -63,7 +63,9 @@ impl AuthToken {
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum TokenError {
     /// Not an ECR registry and not mapped to one: not ours.
-    #[error("{host} is not an Amazon ECR registry and is not mapped to one in the ecr-auth config file")]
+    #[error(
+        "{host} is not an Amazon ECR registry and is not mapped to one in the ecr-auth config file"
+    )]
     NotEcr { host: String },
     #[error(transparent)]
     BadHost(#[from] RegistryError),
@@ -87,7 +89,10 @@ impl TokenError {
     /// Errors that mean "this helper has nothing for you" rather than "broken":
     /// clients fall back to anonymous pulls and other credential sources.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, TokenError::NotEcr { .. } | TokenError::NoCredentials { .. })
+        matches!(
+            self,
+            TokenError::NotEcr { .. } | TokenError::NoCredentials { .. }
+        )
     }
 }
 
@@ -234,6 +239,11 @@ impl Tokens {
             for slot in slots.values_mut() {
                 slot.cached = cache.load(&slot.request.key);
                 if let Some(c) = slot.cached.as_ref().filter(|c| c.is_fresh(now)) {
+                    tracing::debug!(
+                        "using the cached ECR token for {}, valid until {}",
+                        c.scope,
+                        format_time(c.expires_at)
+                    );
                     slot.result = Some(Ok((c.clone(), Origin::Cache)));
                 }
             }
@@ -265,6 +275,14 @@ impl Tokens {
             .map(|s| s.request.clone())
             .collect();
         if !missing.is_empty() {
+            tracing::debug!(
+                "fetching ECR tokens from AWS for {}",
+                missing
+                    .iter()
+                    .map(|r| r.target.scope())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             let fetched = self.fetcher.fetch(&missing);
             let now = (self.clock)();
             for (req, result) in missing.iter().zip(fetched) {
@@ -306,7 +324,11 @@ impl Tokens {
         let req = &slot.request;
         match result {
             Ok(f) => {
-                let mut hosts = slot.cached.as_ref().map(|c| c.hosts.clone()).unwrap_or_default();
+                let mut hosts = slot
+                    .cached
+                    .as_ref()
+                    .map(|c| c.hosts.clone())
+                    .unwrap_or_default();
                 for h in &slot.hosts {
                     if !hosts.contains(h) {
                         hosts.push(h.clone());
@@ -328,12 +350,19 @@ impl Tokens {
                         "ECR token for {} was already expired when issued; not caching it",
                         req.target.scope()
                     );
-                } else if let Some(cache) = &self.cache {
-                    if let Err(e) = cache.store(&entry) {
-                        tracing::warn!(
-                            "cannot write the token cache in {}: {e}",
-                            cache.dir().display()
-                        );
+                } else {
+                    tracing::info!(
+                        "fetched an ECR token for {}, valid until {}",
+                        req.target.scope(),
+                        format_time(entry.expires_at)
+                    );
+                    if let Some(cache) = &self.cache {
+                        if let Err(e) = cache.store(&entry) {
+                            tracing::warn!(
+                                "cannot write the token cache in {}: {e}",
+                                cache.dir().display()
+                            );
+                        }
                     }
                 }
                 Ok((entry, Origin::Aws))
@@ -370,7 +399,11 @@ impl Tokens {
         if let Some(cache) = &self.cache {
             for entry in cache.entries() {
                 hosts.extend(entry.hosts.iter().cloned());
-                if let Some(h) = entry.proxy_endpoint.as_deref().and_then(|p| Host::parse(p).ok()) {
+                if let Some(h) = entry
+                    .proxy_endpoint
+                    .as_deref()
+                    .and_then(|p| Host::parse(p).ok())
+                {
                     hosts.push(h.to_string());
                 }
             }

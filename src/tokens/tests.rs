@@ -47,7 +47,10 @@ fn setup(ttl: i64) -> (tempfile::TempDir, Tokens, Scripted) {
         ("HOME", tmp.path().to_str().unwrap()),
         ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
     ]);
-    let fetcher = Scripted { ttl, ..Default::default() };
+    let fetcher = Scripted {
+        ttl,
+        ..Default::default()
+    };
     let tokens = Tokens::new(env, Config::default())
         .with_cache(Some(Cache::at(tmp.path().join("cache"))))
         .with_fetcher(Box::new(fetcher.clone()))
@@ -66,7 +69,10 @@ static CLOCK_LOCK: Mutex<()> = Mutex::new(());
 fn one_fetch_per_region_shared_across_accounts() {
     let _g = CLOCK_LOCK.lock().unwrap();
     let (_tmp, tokens, f) = setup(43200);
-    let rs: Vec<_> = [A, B, C].iter().map(|h| tokens.resolve(h).unwrap()).collect();
+    let rs: Vec<_> = [A, B, C]
+        .iter()
+        .map(|h| tokens.resolve(h).unwrap())
+        .collect();
     let out = tokens.get_many(&rs);
     assert_eq!(f.calls.load(Ordering::SeqCst), 1, "one batch");
     let mut scopes = f.requests.lock().unwrap().clone();
@@ -98,7 +104,10 @@ fn refresh_at_half_life_and_fall_back_while_valid() {
 
     // AWS down past half-life: the cached token, marked stale
     NOW.fetch_add(30_000, Ordering::SeqCst);
-    *f.fail.lock().unwrap() = Some(TokenError::Aws { what: "x".into(), message: "down".into() });
+    *f.fail.lock().unwrap() = Some(TokenError::Aws {
+        what: "x".into(),
+        message: "down".into(),
+    });
     let stale = tokens.get(A).unwrap();
     assert_eq!(stale.origin, Origin::StaleCache);
     assert_eq!(stale.password, second.password);
@@ -126,9 +135,15 @@ fn not_ours_and_no_credentials_are_not_found() {
     let e = tokens.get("docker.io").unwrap_err();
     assert!(e.is_not_found(), "{e}");
     assert_eq!(f.calls.load(Ordering::SeqCst), 0);
-    *f.fail.lock().unwrap() = Some(TokenError::NoCredentials { tried: "everything".into() });
+    *f.fail.lock().unwrap() = Some(TokenError::NoCredentials {
+        tried: "everything".into(),
+    });
     assert!(tokens.get(A).unwrap_err().is_not_found());
-    assert!(tokens.get("bad host").unwrap_err().to_string().contains("not a registry host"));
+    assert!(tokens
+        .get("bad host")
+        .unwrap_err()
+        .to_string()
+        .contains("not a registry host"));
 }
 
 #[test]

@@ -17,8 +17,15 @@ The region comes from the SigV4 Authorization header's credential scope (signatu
 not verified). The password is ~2.5 KB and random-looking like a real ECR one; it stays
 the same until a *rotation*; every issued token has expiresAt = now + ttl.
 
+  POST /  Action=AssumeRole (STS, query protocol)
+      -> temporary credentials whose access key id is derived from the role ARN
+         ("ASIA" + 16 hex digits of its SHA-1), so tests can see which identity signed
+         each GetAuthorizationToken call.
+
 Control endpoints (JSON, for tests):
-  GET  /_lab/calls     -> {"calls": N, "issued": M, "by_region": {"eu-west-1": n, ...}}
+  GET  /_lab/calls     -> {"calls": N, "issued": M, "by_region": {"eu-west-1": n, ...},
+                           "callers": [access key id of each call, in order],
+                           "assumed_roles": [role ARN of each AssumeRole call, in order]}
                           calls counts every GetAuthorizationToken request (failed ones too)
   GET  /_lab/config    -> the current config
   POST /_lab/config    <- any of {"ttl_seconds": int, "fail": null|"unavailable"|"denied",
@@ -41,6 +48,7 @@ python3 standard library only (plus the `htpasswd` program for --htpasswd).
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -49,11 +57,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"
 ECR_PUBLIC_TARGET = "SpencerFrontendService.GetAuthorizationToken"
 SCOPE_RE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
+CALLER_RE = re.compile(r"Credential=([^/,\s]+)/")
 BCRYPT_MAX = 72
 
 
@@ -78,6 +88,8 @@ class State:
         self.calls = 0
         self.issued = 0
         self.by_region = {}
+        self.callers = []
+        self.assumed_roles = []
         self.last_mtime_ns = 0
         self.password = None
         self.rotate()
@@ -127,9 +139,10 @@ class State:
             self.config.update(changes)
             return dict(self.config)
 
-    def count(self, region):
+    def count(self, region, caller):
         with self.lock:
             self.calls += 1
+            self.callers.append(caller)
             self.by_region[region] = self.by_region.get(region, 0) + 1
             return dict(self.config)
 
@@ -143,13 +156,21 @@ class State:
 
     def calls_json(self):
         with self.lock:
-            return {"calls": self.calls, "issued": self.issued, "by_region": dict(self.by_region)}
+            return {
+                "calls": self.calls,
+                "issued": self.issued,
+                "by_region": dict(self.by_region),
+                "callers": list(self.callers),
+                "assumed_roles": list(self.assumed_roles),
+            }
 
     def reset(self):
         with self.lock:
             self.calls = 0
             self.issued = 0
             self.by_region = {}
+            self.callers = []
+            self.assumed_roles = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -222,6 +243,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/_lab/reset":
             st.reset()
             self._send(200, st.calls_json())
+        elif self.path.split("?")[0] == "/" and not self.headers.get("X-Amz-Target"):
+            self._sts(body)
         elif self.path.split("?")[0] == "/":
             self._aws(body)
         else:
@@ -234,7 +257,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         match = SCOPE_RE.search(self.headers.get("Authorization", ""))
         region = match.group(1) if match else "us-east-1"
-        config = self.state.count(region)
+        caller = CALLER_RE.search(self.headers.get("Authorization", ""))
+        config = self.state.count(region, caller.group(1) if caller else "")
         if config["delay_ms"]:
             time.sleep(config["delay_ms"] / 1000.0)
         if config["fail"] == "unavailable":
@@ -259,6 +283,40 @@ class Handler(BaseHTTPRequestHandler):
                 ]
             }
         self._send(200, data, "application/x-amz-json-1.1")
+
+
+    def _sts(self, body):
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        action = form.get("Action", [""])[0]
+        if action != "AssumeRole":
+            self._send_xml(400, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>"
+                           "<Message>lab token server: only AssumeRole</Message></Error></ErrorResponse>")
+            return
+        role = form.get("RoleArn", [""])[0]
+        session = form.get("RoleSessionName", ["lab"])[0]
+        with self.state.lock:
+            self.state.assumed_roles.append(role)
+        akid = "ASIA" + hashlib.sha1(role.encode()).hexdigest()[:16].upper()
+        expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        account = (role.split(":") + [""] * 5)[4]
+        self._send_xml(
+            200,
+            '<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>'
+            "<Credentials><AccessKeyId>%s</AccessKeyId><SecretAccessKey>lab-secret-%s</SecretAccessKey>"
+            "<SessionToken>lab-session-%s</SessionToken><Expiration>%s</Expiration></Credentials>"
+            "<AssumedRoleUser><AssumedRoleId>AROALAB:%s</AssumedRoleId>"
+            "<Arn>arn:aws:sts::%s:assumed-role/lab/%s</Arn></AssumedRoleUser>"
+            "</AssumeRoleResult><ResponseMetadata><RequestId>lab</RequestId></ResponseMetadata>"
+            "</AssumeRoleResponse>" % (akid, akid, akid, expires, session, account, session),
+        )
+
+    def _send_xml(self, status, text):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def main():

@@ -614,3 +614,51 @@ fn logs_at_every_level_never_show_tokens_or_keys() {
         "debug logging wrote something"
     );
 }
+
+/// Per-registry credentials: a registry mapped with `role_arn` gets its token
+/// with the assumed role's credentials, one with `profile` with that profile's
+/// keys, and the rest with the default chain; each is its own cache entry.
+#[test]
+fn per_registry_role_and_profile_sign_their_own_token_calls() {
+    let lab = Lab::new();
+    let role = "arn:aws:iam::210987654321:role/ecr-pull";
+    let home = lab.tmp.join("home");
+    fs::create_dir_all(home.join(".aws")).unwrap();
+    fs::write(
+        home.join(".aws/credentials"),
+        "[prod]\naws_access_key_id = AKIAPRODPROFILE00001\naws_secret_access_key = prod-secret\n",
+    )
+    .unwrap();
+    fs::write(
+        lab.tmp.join("config.toml"),
+        format!(
+            "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"eu-west-1\"\n\n\
+             [[registry]]\nhost = \"cross.internal:5000\"\naccount = \"210987654321\"\nregion = \"eu-west-1\"\nrole_arn = \"{role}\"\n\n\
+             [[registry]]\nhost = \"prod.internal:5000\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\nprofile = \"prod\"\n",
+            lab.registry.addr
+        ),
+    )
+    .unwrap();
+    let run_get = |host: &str| {
+        let mut cmd =
+            Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
+        lab.env(&mut cmd)
+            .env("AWS_SHARED_CREDENTIALS_FILE", home.join(".aws/credentials"))
+            .arg("get");
+        secret_of(&feed(&mut cmd, host))
+    };
+    run_get(&lab.registry.addr);
+    run_get("cross.internal:5000");
+    run_get("prod.internal:5000");
+    run_get("cross.internal:5000"); // cached: no new call
+    assert_eq!(lab.tokens.assumed_roles(), vec![role.to_string()]);
+    assert_eq!(
+        lab.tokens.callers(),
+        vec![
+            "AKIAECRAUTHLABTEST00".to_string(),
+            TokenServer::role_access_key(role),
+            "AKIAPRODPROFILE00001".to_string(),
+        ]
+    );
+    assert_eq!(lab.cache_files().len(), 3, "one cache entry per identity");
+}

@@ -103,6 +103,39 @@ impl TokenServer {
         self.control("GET", "/_lab/calls", "")
     }
 
+    /// The access key id that signed each GetAuthorizationToken request, in order.
+    pub fn callers(&self) -> Vec<String> {
+        let v = self.counters();
+        v["callers"]
+            .as_array()
+            .expect("callers")
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The role ARN of each STS AssumeRole request, in order.
+    pub fn assumed_roles(&self) -> Vec<String> {
+        let v = self.counters();
+        v["assumed_roles"]
+            .as_array()
+            .expect("assumed_roles")
+            .iter()
+            .map(|c| c.as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The access key id the lab's AssumeRole hands out for `role_arn`.
+    pub fn role_access_key(role_arn: &str) -> String {
+        // Mirrors lab/token_server.py: "ASIA" + the first 16 hex digits of SHA-1(role ARN).
+        let out = super::run_ok(std::process::Command::new(tool("python3")).args([
+            "-c",
+            "import hashlib,sys; print('ASIA' + hashlib.sha1(sys.argv[1].encode()).hexdigest()[:16].upper())",
+            role_arn,
+        ]));
+        out.trim().to_string()
+    }
+
     /// GetAuthorizationToken requests received (ECR and ECR Public, failed ones included).
     pub fn calls(&self) -> u64 {
         self.counters()["calls"].as_u64().expect("calls")

@@ -1,10 +1,127 @@
-//! Placeholder: this command is being built (see the open issues).
+//! `ecr-auth auth-config REGISTRY... [--format json|dotenv] [--merge FILE|-] [--output FILE]`:
+//! a DOCKER_AUTH_CONFIG document (`auths` with the ECR tokens), or a GitLab
+//! dotenv file carrying it.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
 
 use super::Context;
+use crate::dockercfg::{write_atomic, DockerConfig};
+use crate::gitlab::dotenv::{self, Form};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Registry hosts (ECR, or mapped to ECR in the ecr-auth config file).
+    /// Default: every registry in the ecr-auth config file.
+    #[arg(
+        value_name = "REGISTRY",
+        env = "ECR_AUTH_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub registries: Vec<String>,
+    /// `json`: the document, compact (no white space). `dotenv`: a GitLab dotenv report.
+    #[arg(long, value_enum, default_value_t = Format::Json, env = "ECR_AUTH_FORMAT")]
+    pub format: Format,
+    /// Keep an existing document's entries (`auths`, `credHelpers`, …): a file, or `-` for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    pub merge: Option<String>,
+    /// Write here (mode 0600, atomically) instead of stdout.
+    #[arg(long, short, value_name = "FILE", env = "ECR_AUTH_OUTPUT")]
+    pub output: Option<PathBuf>,
+    /// dotenv: always one ECR_AUTH_TOKEN_<REGION> variable per regional token
+    /// (build DOCKER_AUTH_CONFIG in .gitlab-ci.yml), even when the document would fit.
+    #[arg(long)]
+    pub token_vars: bool,
+}
 
-pub fn run(_args: Args, _ctx: &Context) -> anyhow::Result<i32> {
-    anyhow::bail!("this command is not built yet")
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Dotenv,
+}
+
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+    let tokens = ctx.tokens()?;
+    let registries = registries_or_config(args.registries, tokens.config())?;
+    let base = match &args.merge {
+        None => DockerConfig::new(),
+        Some(src) => read_merge(src)?,
+    };
+    let got = crate::gitlab::tokens_for(&tokens, &registries).context("cannot get ECR tokens")?;
+    let text = match args.format {
+        Format::Json => {
+            let all: Vec<_> = got.iter().map(|(t, _)| t.clone()).collect();
+            format!(
+                "{}\n",
+                crate::gitlab::auth_document(&base, &all).to_compact()
+            )
+        }
+        Format::Dotenv => {
+            let form = if args.token_vars {
+                Form::TokenVars
+            } else {
+                Form::Auto
+            };
+            let d = dotenv::render(&base, &got, form)?;
+            dotenv::check(&d.text).map_err(|e| {
+                anyhow::anyhow!("internal error: the dotenv file breaks GitLab's rules: {e}")
+            })?;
+            if let Some(line) = &d.ci_line {
+                print_ci_line(line, &d.keys);
+            }
+            d.text
+        }
+    };
+    match &args.output {
+        Some(path) => write_atomic(path, text.as_bytes(), 0o600)?,
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
+
+/// The registries given, else the ecr-auth config file's.
+pub fn registries_or_config(
+    given: Vec<String>,
+    config: &crate::config::Config,
+) -> anyhow::Result<Vec<String>> {
+    let given: Vec<String> = given.into_iter().filter(|r| !r.trim().is_empty()).collect();
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    let configured: Vec<String> = config
+        .registries
+        .iter()
+        .map(|r| r.host.to_string())
+        .collect();
+    if configured.is_empty() {
+        anyhow::bail!(
+            "no registries given: name them (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com), set ECR_AUTH_REGISTRIES, or list them in the ecr-auth config file"
+        );
+    }
+    Ok(configured)
+}
+
+fn read_merge(src: &str) -> anyhow::Result<DockerConfig> {
+    if src == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the document to merge from stdin")?;
+        return Ok(DockerConfig::parse(&text, "the document on stdin")?);
+    }
+    let path = PathBuf::from(src);
+    DockerConfig::read(&path)?
+        .with_context(|| format!("--merge {src}: no such file (use - for stdin)"))
+}
+
+/// Tells the user how `.gitlab-ci.yml` rebuilds DOCKER_AUTH_CONFIG (stderr: no secret in it).
+pub fn print_ci_line(line: &str, keys: &[String]) {
+    eprintln!(
+        "ecr-auth: the tokens do not fit one DOCKER_AUTH_CONFIG line under GitLab's 5 KB dotenv limit, so the file carries {}.",
+        keys.join(", ")
+    );
+    eprintln!("ecr-auth: add this to `variables:` of the jobs that pull from ECR (gitlab-runner expands the references):");
+    eprintln!("{line}");
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_config::default_provider::credentials::DefaultCredentialsChain;
+use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -38,7 +39,10 @@ impl Fetch for AwsFetcher {
             Ok(rt) => rt,
             Err(e) => {
                 let msg = format!("cannot start the async runtime: {e}");
-                return requests.iter().map(|_| Err(TokenError::Internal(msg.clone()))).collect();
+                return requests
+                    .iter()
+                    .map(|_| Err(TokenError::Internal(msg.clone())))
+                    .collect();
             }
         };
         runtime.block_on(fetch_all(requests))
@@ -48,12 +52,13 @@ impl Fetch for AwsFetcher {
 /// Resolves each distinct credential source once, then calls
 /// GetAuthorizationToken once per request, all concurrently.
 pub async fn fetch_all(requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
-    let mut identities: BTreeMap<&CredentialSource, Option<Result<(SdkConfig, Credentials), TokenError>>> =
-        requests.iter().map(|r| (&r.creds, None)).collect();
-    let resolved = futures_util::future::join_all(
-        identities.keys().map(|creds| resolve_identity(creds)),
-    )
-    .await;
+    let mut identities: BTreeMap<
+        &CredentialSource,
+        Option<Result<(SdkConfig, Credentials), TokenError>>,
+    > = requests.iter().map(|r| (&r.creds, None)).collect();
+    let resolved =
+        futures_util::future::join_all(identities.keys().map(|creds| resolve_identity(creds)))
+            .await;
     for (slot, result) in identities.values_mut().zip(resolved) {
         *slot = Some(result);
     }
@@ -62,6 +67,71 @@ pub async fn fetch_all(requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenEr
         async move {
             let (config, creds) = identity.as_ref().map_err(Clone::clone)?;
             get_authorization_token(config, creds, &req.target).await
+        }
+    });
+    futures_util::future::join_all(calls).await
+}
+
+/// Fetches with explicit credentials instead of the default chain: for
+/// `ecr-auth gitlab login`, whose credentials come from
+/// AssumeRoleWithWebIdentity and exist only in this process. A registry
+/// configured with `role_arn` assumes that role from them; `profile` does not
+/// apply (there is no profile to read).
+pub struct StaticFetcher {
+    credentials: Credentials,
+}
+
+impl StaticFetcher {
+    pub fn new(credentials: Credentials) -> StaticFetcher {
+        StaticFetcher { credentials }
+    }
+}
+
+impl Fetch for StaticFetcher {
+    fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let msg = format!("cannot start the async runtime: {e}");
+                return requests
+                    .iter()
+                    .map(|_| Err(TokenError::Internal(msg.clone())))
+                    .collect();
+            }
+        };
+        runtime.block_on(fetch_all_with(requests, &self.credentials))
+    }
+}
+
+/// [`fetch_all`] with explicit base credentials.
+pub async fn fetch_all_with(
+    requests: &[FetchRequest],
+    base: &Credentials,
+) -> Vec<Result<Fetched, TokenError>> {
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .timeout_config(timeouts())
+        .credentials_provider(base.clone())
+        .load()
+        .await;
+    let calls = requests.iter().map(|req| {
+        let config = &config;
+        async move {
+            let creds = match &req.creds.role_arn {
+                None => base.clone(),
+                Some(role) => AssumeRoleProvider::builder(role.as_str())
+                    .session_name("ecr-auth")
+                    .configure(config)
+                    .build_from_provider(base.clone())
+                    .await
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| credentials_error(e, None, Some(role)))?,
+            };
+            get_authorization_token(config, &creds, &req.target).await
         }
     });
     futures_util::future::join_all(calls).await
@@ -77,7 +147,9 @@ fn timeouts() -> TimeoutConfig {
 }
 
 /// The SDK config and resolved credentials for one credential source.
-async fn resolve_identity(creds: &CredentialSource) -> Result<(SdkConfig, Credentials), TokenError> {
+async fn resolve_identity(
+    creds: &CredentialSource,
+) -> Result<(SdkConfig, Credentials), TokenError> {
     // IMDS is the last link of the chain; with no credentials anywhere the SDK's
     // defaults spend many seconds retrying it. One short attempt is enough to
     // tell "no instance role" apart.
@@ -89,20 +161,25 @@ async fn resolve_identity(creds: &CredentialSource) -> Result<(SdkConfig, Creden
     // The region only matters for STS calls the chain makes (web identity,
     // role_arn profiles); ECR clients get their own region below.
     let home_region = Region::new("us-east-1");
-    let mut chain = DefaultCredentialsChain::builder()
-        .imds_client(imds)
-        .region(home_region.clone());
-    if let Some(profile) = &creds.profile {
-        chain = chain.profile_name(profile);
-    }
-    let chain = chain.build().await;
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(home_region.clone())
-        .timeout_config(timeouts())
-        .credentials_provider(chain);
-    if let Some(profile) = &creds.profile {
-        loader = loader.profile_name(profile);
-    }
+        .timeout_config(timeouts());
+    loader = match &creds.profile {
+        // A profile named for this registry is used alone: the default chain
+        // would prefer environment keys over it.
+        Some(profile) => loader.profile_name(profile).credentials_provider(
+            ProfileFileCredentialsProvider::builder()
+                .profile_name(profile)
+                .build(),
+        ),
+        None => loader.credentials_provider(
+            DefaultCredentialsChain::builder()
+                .imds_client(imds)
+                .region(home_region.clone())
+                .build()
+                .await,
+        ),
+    };
     let config = loader.load().await;
     let provider = config
         .credentials_provider()
@@ -196,13 +273,16 @@ async fn get_authorization_token(
             let data = out
                 .authorization_data
                 .ok_or_else(|| aws("the answer carried no authorization data".into()))?;
-            (data.authorization_token, data.expires_at.map(|t| t.secs()), None)
+            (
+                data.authorization_token,
+                data.expires_at.map(|t| t.secs()),
+                None,
+            )
         }
     };
     let token = token.ok_or_else(|| aws("the answer carried no token".into()))?;
-    let (username, password) = decode_token(&token).ok_or_else(|| {
-        aws("the token is not base64 of \"user:password\"".into())
-    })?;
+    let (username, password) = decode_token(&token)
+        .ok_or_else(|| aws("the token is not base64 of \"user:password\"".into()))?;
     Ok(Fetched {
         username,
         password,

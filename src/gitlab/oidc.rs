@@ -1,0 +1,292 @@
+//! S3: a job's GitLab OIDC token (`id_tokens:`) exchanged for AWS credentials
+//! with STS AssumeRoleWithWebIdentity. No AWS CLI, no jq: the static binary alone.
+//!
+//! The token is checked before any network call (present, JWT-shaped, not
+//! expired), so the common mistakes get a message that says which variable is
+//! wrong and how to fix the job.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_types::region::Region;
+use base64::Engine;
+
+use crate::env::Env;
+use crate::secret::Secret;
+
+pub const DEFAULT_TOKEN_VAR: &str = "GITLAB_OIDC_TOKEN";
+/// STS accepts 900 s to the role's maximum session duration (≤ 12 h).
+pub const MIN_DURATION: u64 = 900;
+pub const MAX_DURATION: u64 = 43_200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("${var} is empty or unset: add `id_tokens: {{{var}: {{aud: <audience>}}}}` to this job in .gitlab-ci.yml (CI_JOB_JWT no longer exists), or name the variable with --id-token-env")]
+    Missing { var: String },
+    #[error("${var} is not a JWT (expected three base64url parts separated by dots): check that it is set by `id_tokens:` and not overwritten")]
+    NotJwt { var: String },
+    #[error("the OIDC token in ${var} expired at {expired}; GitLab issues it when the job starts, so run `ecr-auth gitlab login` in the job itself, not from a cached artifact")]
+    Expired { var: String, expired: String },
+    #[error("--role-arn {0:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)")]
+    RoleArn(String),
+    #[error("--duration must be between 15m and 12h (STS limits), not {0}")]
+    Duration(String),
+    #[error("STS refused AssumeRoleWithWebIdentity for {role}: {message}. {hint}")]
+    Sts {
+        role: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("cannot reach AWS STS: {0}; check the network, and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_STS if set")]
+    Unreachable(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
+}
+
+/// What to exchange, and for which role.
+pub struct Exchange {
+    pub role_arn: String,
+    pub token: Secret<String>,
+    pub session_name: String,
+    pub duration_secs: u64,
+    pub region: String,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("role_arn", &self.role_arn)
+            .field("session_name", &self.session_name)
+            .field("duration_secs", &self.duration_secs)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+/// Reads the job's OIDC token from `var` and checks it.
+pub fn job_token(env: &Env, var: &str, now: i64) -> Result<Secret<String>, OidcError> {
+    let token = env.get(var).map(str::trim).unwrap_or("");
+    if token.is_empty() {
+        return Err(OidcError::Missing { var: var.into() });
+    }
+    let claims = jwt_claims(token).ok_or_else(|| OidcError::NotJwt { var: var.into() })?;
+    if let Some(exp) = claims.get("exp").and_then(serde_json::Value::as_i64) {
+        if exp <= now {
+            return Err(OidcError::Expired {
+                var: var.into(),
+                expired: crate::tokens::format_time(exp),
+            });
+        }
+    }
+    Ok(Secret::new(token.to_string()))
+}
+
+/// The claims of a JWT, without checking its signature (STS does that).
+fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[1].trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&payload).ok()? {
+        serde_json::Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// `gitlab-<project>-<pipeline>-<job>`, within STS's 64 characters of `[\w+=,.@-]`.
+pub fn session_name(env: &Env) -> String {
+    let mut name = String::from("gitlab");
+    for var in ["CI_PROJECT_ID", "CI_PIPELINE_ID", "CI_JOB_ID"] {
+        if let Some(v) = env.get(var) {
+            name.push('-');
+            name.push_str(v);
+        }
+    }
+    name.retain(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    name.truncate(64);
+    name
+}
+
+/// Checks `--role-arn` before anything is sent.
+pub fn check_role_arn(arn: &str) -> Result<(), OidcError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(OidcError::RoleArn(arn.to_string()))
+    }
+}
+
+/// Parses `--duration` (`1h`, `3600s`, `90m`) into seconds within STS limits.
+pub fn duration_secs(text: &str) -> Result<u64, OidcError> {
+    let d = humantime::parse_duration(text.trim())
+        .ok()
+        .or_else(|| text.trim().parse::<u64>().ok().map(Duration::from_secs))
+        .ok_or_else(|| OidcError::Duration(text.into()))?;
+    let s = d.as_secs();
+    if !(MIN_DURATION..=MAX_DURATION).contains(&s) {
+        return Err(OidcError::Duration(text.into()));
+    }
+    Ok(s)
+}
+
+/// Calls STS (honouring `AWS_ENDPOINT_URL`/`AWS_ENDPOINT_URL_STS`). Blocking.
+pub fn assume_role(ex: &Exchange) -> Result<Credentials, OidcError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| OidcError::Runtime(e.to_string()))?;
+    rt.block_on(assume_role_async(ex))
+}
+
+pub async fn assume_role_async(ex: &Exchange) -> Result<Credentials, OidcError> {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(20))
+        .operation_timeout(Duration::from_secs(60))
+        .build();
+    // The call is unsigned: the web identity token is the credential.
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(ex.region.clone()))
+        .timeout_config(timeouts)
+        .no_credentials()
+        .load()
+        .await;
+    let out = aws_sdk_sts::Client::new(&config)
+        .assume_role_with_web_identity()
+        .role_arn(&ex.role_arn)
+        .role_session_name(&ex.session_name)
+        .web_identity_token(ex.token.expose())
+        .duration_seconds(ex.duration_secs as i32)
+        .send()
+        .await
+        .map_err(|e| {
+            if matches!(
+                e,
+                aws_sdk_sts::error::SdkError::DispatchFailure(_)
+                    | aws_sdk_sts::error::SdkError::TimeoutError(_)
+            ) {
+                return OidcError::Unreachable(DisplayErrorContext(&e).to_string());
+            }
+            let code = e
+                .as_service_error()
+                .and_then(|s| aws_sdk_sts::error::ProvideErrorMetadata::code(s))
+                .unwrap_or("")
+                .to_string();
+            OidcError::Sts {
+                role: ex.role_arn.clone(),
+                message: DisplayErrorContext(&e).to_string(),
+                hint: hint(&code),
+            }
+        })?;
+    let c = out.credentials.ok_or_else(|| OidcError::Sts {
+        role: ex.role_arn.clone(),
+        message: "the answer carried no credentials".into(),
+        hint: "",
+    })?;
+    let expiry = std::time::SystemTime::try_from(c.expiration).ok();
+    Ok(Credentials::new(
+        c.access_key_id,
+        c.secret_access_key,
+        Some(c.session_token),
+        expiry,
+        "AssumeRoleWithWebIdentity",
+    ))
+}
+
+fn hint(code: &str) -> &'static str {
+    match code {
+        "AccessDenied" | "AccessDeniedException" => "Check the role's trust policy: it must trust the GitLab OIDC provider (gitlab.com or your instance) and allow this token's `aud` and `sub` (project_path:GROUP/PROJECT:ref_type:branch:ref:BRANCH)",
+        "InvalidIdentityToken" | "IDPRejectedClaim" => "Check that an IAM OIDC identity provider exists for your GitLab URL, with the same audience as the job's `id_tokens: aud:`",
+        "ExpiredTokenException" | "ExpiredToken" => "The OIDC token expired: run this in the job that received it",
+        "ValidationError" => "Check --role-arn and --duration (at most the role's maximum session duration)",
+        _ => "Check --role-arn, the role's trust policy for the GitLab OIDC provider, and the job's `id_tokens:` audience",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> String {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!(
+            "{}.{}.{}",
+            b(r#"{"alg":"RS256","typ":"JWT"}"#),
+            b(claims),
+            b("sig")
+        )
+    }
+
+    #[test]
+    fn checks_the_token_before_calling_sts() {
+        let now = 1_700_000_000;
+        let good = jwt(&format!(
+            r#"{{"sub":"project_path:g/p","exp":{}}}"#,
+            now + 300
+        ));
+        let env = Env::from_pairs([("GITLAB_OIDC_TOKEN", good.as_str()), ("EMPTY", "")]);
+        assert_eq!(
+            job_token(&env, "GITLAB_OIDC_TOKEN", now).unwrap().expose(),
+            &good
+        );
+        let e = job_token(&env, "EMPTY", now).unwrap_err().to_string();
+        assert!(e.contains("$EMPTY") && e.contains("id_tokens"), "{e}");
+        let e = job_token(&env, "UNSET", now).unwrap_err().to_string();
+        assert!(e.contains("$UNSET is empty or unset"), "{e}");
+        let old = jwt(&format!(r#"{{"exp":{}}}"#, now - 1));
+        let env = Env::from_pairs([("T", old.as_str()), ("N", "not-a-jwt")]);
+        let e = job_token(&env, "T", now).unwrap_err().to_string();
+        assert!(e.contains("expired at 2023-11-14T22:13:19Z"), "{e}");
+        let e = job_token(&env, "N", now).unwrap_err().to_string();
+        assert!(e.contains("not a JWT"), "{e}");
+        assert!(!e.contains("not-a-jwt"), "never echo the token: {e}");
+    }
+
+    #[test]
+    fn session_names_and_durations() {
+        let env = Env::from_pairs([
+            ("CI_PROJECT_ID", "42"),
+            ("CI_PIPELINE_ID", "1001"),
+            ("CI_JOB_ID", "9 9"),
+        ]);
+        assert_eq!(session_name(&env), "gitlab-42-1001-99");
+        assert_eq!(session_name(&Env::default()), "gitlab");
+        let long = Env::from_pairs([("CI_PROJECT_ID", "9".repeat(80))]);
+        assert_eq!(session_name(&long).len(), 64);
+        assert_eq!(duration_secs("1h").unwrap(), 3600);
+        assert_eq!(duration_secs("900").unwrap(), 900);
+        assert!(duration_secs("5m").is_err());
+        assert!(duration_secs("13h").is_err());
+        assert!(duration_secs("soon")
+            .unwrap_err()
+            .to_string()
+            .contains("between 15m and 12h"));
+        assert!(check_role_arn("arn:aws:iam::123456789012:role/ci/gitlab-pull").is_ok());
+        assert!(check_role_arn("arn:aws-cn:iam::123456789012:role/x").is_ok());
+        for bad in [
+            "not-an-arn",
+            "arn:aws:iam::123:role/x",
+            "arn:aws:iam::123456789012:user/x",
+            "arn:aws:iam::123456789012:role/",
+        ] {
+            assert!(check_role_arn(bad).is_err(), "{bad}");
+        }
+    }
+}

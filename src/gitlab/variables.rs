@@ -1,0 +1,441 @@
+//! GitLab's CI/CD variables REST API (project and group level), over hyper and
+//! rustls: `GET`/`PUT /…/variables/:key` (404 → `POST /…/variables`),
+//! `PRIVATE-TOKEN` header, fields `value`, `protected`, `masked`, `raw`,
+//! `environment_scope`. Blocking: each call runs on the client's own
+//! single-thread runtime.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+pub const DEFAULT_URL: &str = "https://gitlab.com/api/v4";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whose variable: a project or a group, by numeric id or full path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Project(String),
+    Group(String),
+}
+
+impl Owner {
+    fn api_path(&self) -> String {
+        match self {
+            Owner::Project(id) => format!("projects/{}", encode(id)),
+            Owner::Group(id) => format!("groups/{}", encode(id)),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Project(id) => write!(f, "project {id}"),
+            Owner::Group(id) => write!(f, "group {id}"),
+        }
+    }
+}
+
+/// A variable as GitLab returns it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Variable {
+    pub key: String,
+    #[serde(deserialize_with = "secret")]
+    pub value: Secret<String>,
+    #[serde(default)]
+    pub protected: bool,
+    #[serde(default)]
+    pub masked: bool,
+    #[serde(default)]
+    pub raw: bool,
+    #[serde(default = "all_environments")]
+    pub environment_scope: String,
+}
+
+fn all_environments() -> String {
+    "*".into()
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret<String>, D::Error> {
+    String::deserialize(d).map(Secret::new)
+}
+
+/// What to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub value: Secret<String>,
+    pub protected: bool,
+    pub masked: bool,
+    pub raw: bool,
+    pub environment_scope: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("GitLab rejected the token in GITLAB_TOKEN ({status}) at {url}: use a personal, group or project access token with the `api` scope, and check it has not expired")]
+    Unauthorized { url: String, status: u16 },
+    #[error("GitLab refused access to the variables of {owner} (403 Forbidden): the token's user or bot needs the Maintainer role there (Owner for group variables)")]
+    Forbidden { owner: String },
+    #[error("GitLab has no {owner}, or the token cannot see it (404: {message}): check --project/--group and the token's access")]
+    OwnerNotFound { owner: String, message: String },
+    #[error("GitLab cannot mask the value of {key} (400: {message}): a masked value must be a single line of 8+ characters that your GitLab version accepts for masking, and older versions accept only Base64-alphabet characters, which a JSON document is not; drop --masked (and make the variable protected) or upgrade GitLab")]
+    Unmaskable { key: String, message: String },
+    #[error("GitLab refused to {action} {key} on {owner} ({status}: {message})")]
+    Rejected {
+        action: &'static str,
+        key: String,
+        owner: String,
+        status: u16,
+        message: String,
+    },
+    #[error("GitLab failed ({status}) on {method} {url}; it is GitLab's side: try again later")]
+    Server {
+        method: String,
+        url: String,
+        status: u16,
+    },
+    #[error("cannot reach GitLab at {url}: {message}; check --gitlab-url and the network")]
+    Transport { url: String, message: String },
+    #[error("GitLab's answer to {method} {url} is not what its API documents: {message}")]
+    BadAnswer {
+        method: String,
+        url: String,
+        message: String,
+    },
+    #[error("--gitlab-url {0:?} is not an http(s) URL (e.g. https://gitlab.example.com/api/v4)")]
+    BadUrl(String),
+    #[error("cannot set up the HTTPS client: {0}")]
+    Setup(String),
+}
+
+impl ApiError {
+    /// Worth trying again later (GitLab or the network hiccupped).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::Server { .. } | ApiError::Transport { .. })
+            || matches!(self, ApiError::Rejected { status: 429, .. })
+    }
+}
+
+/// The variables API as the sync loop sees it.
+pub trait VariablesApi {
+    /// The variable for an environment scope, or `None` if it does not exist.
+    fn get(&self, owner: &Owner, key: &str, scope: &str) -> Result<Option<Variable>, ApiError>;
+    fn create(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError>;
+    fn update(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError>;
+}
+
+/// The real client.
+pub struct GitLab {
+    base: String,
+    token: Secret<String>,
+    rt: tokio::runtime::Runtime,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl GitLab {
+    /// `base_url` is the API root (`https://gitlab.com/api/v4`); a bare
+    /// instance URL gets `/api/v4` added.
+    pub fn new(base_url: &str, token: Secret<String>) -> Result<GitLab, ApiError> {
+        let base = api_root(base_url)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ApiError::Setup(e.to_string()))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| ApiError::Setup(format!("no CA certificates: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        Ok(GitLab {
+            base,
+            token,
+            rt,
+            client,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request; the status and body of any answer.
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, Bytes), ApiError> {
+        let url = format!("{}/{path}", self.base);
+        let transport = |message: String| ApiError::Transport {
+            url: url.clone(),
+            message,
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("PRIVATE-TOKEN", self.token.expose())
+            .header("Accept", "application/json")
+            .header(
+                "User-Agent",
+                concat!("ecr-auth/", env!("CARGO_PKG_VERSION")),
+            );
+        if body.is_some() {
+            req = req.header("Content-Type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| transport(e.to_string()))?;
+        self.rt.block_on(async {
+            let answer = tokio::time::timeout(TIMEOUT, async {
+                let resp = self
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| transport(crate::cli::report(&anyhow::Error::new(e))))?;
+                let status = resp.status();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| transport(e.to_string()))?
+                    .to_bytes();
+                Ok((status, body))
+            })
+            .await;
+            answer.unwrap_or_else(|_| {
+                Err(transport(format!(
+                    "no answer within {}s",
+                    TIMEOUT.as_secs()
+                )))
+            })
+        })
+    }
+
+    fn write(
+        &self,
+        method: Method,
+        owner: &Owner,
+        key: &str,
+        s: &Settings,
+    ) -> Result<(), ApiError> {
+        let (path, action) = if method == Method::POST {
+            (format!("{}/variables", owner.api_path()), "create")
+        } else {
+            (
+                format!(
+                    "{}/variables/{}{}",
+                    owner.api_path(),
+                    encode(key),
+                    scope_filter(&s.environment_scope)
+                ),
+                "update",
+            )
+        };
+        let mut body = serde_json::json!({
+            "value": s.value.expose(),
+            "variable_type": "env_var",
+            "protected": s.protected,
+            "masked": s.masked,
+            "raw": s.raw,
+            "environment_scope": s.environment_scope,
+        });
+        if method == Method::POST {
+            body["key"] = key.into();
+        }
+        let m = method.to_string();
+        let (status, answer) = self.call(method, &path, Some(body.to_string()))?;
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(self.error(status, &answer, &m, &path, owner, key, action))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn error(
+        &self,
+        status: StatusCode,
+        body: &[u8],
+        method: &str,
+        path: &str,
+        owner: &Owner,
+        key: &str,
+        action: &'static str,
+    ) -> ApiError {
+        let url = format!("{}/{path}", self.base);
+        let message = api_message(body);
+        match status.as_u16() {
+            401 => ApiError::Unauthorized { url, status: 401 },
+            403 => ApiError::Forbidden {
+                owner: owner.to_string(),
+            },
+            400 if message.contains("value") && message.contains("invalid") => {
+                ApiError::Unmaskable {
+                    key: key.to_string(),
+                    message,
+                }
+            }
+            s if s >= 500 => ApiError::Server {
+                method: method.to_string(),
+                url,
+                status: s,
+            },
+            s => ApiError::Rejected {
+                action,
+                key: key.to_string(),
+                owner: owner.to_string(),
+                status: s,
+                message,
+            },
+        }
+    }
+}
+
+impl VariablesApi for GitLab {
+    fn get(&self, owner: &Owner, key: &str, scope: &str) -> Result<Option<Variable>, ApiError> {
+        let path = format!(
+            "{}/variables/{}{}",
+            owner.api_path(),
+            encode(key),
+            scope_filter(scope)
+        );
+        let (status, body) = self.call(Method::GET, &path, None)?;
+        match status.as_u16() {
+            200 => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| ApiError::BadAnswer {
+                    method: "GET".into(),
+                    url: format!("{}/{path}", self.base),
+                    message: e.to_string(),
+                }),
+            404 => {
+                let message = api_message(&body);
+                // "404 Variable Not Found" means create it; "404 Project Not Found" is an error.
+                if message.to_ascii_lowercase().contains("variable") {
+                    Ok(None)
+                } else {
+                    Err(ApiError::OwnerNotFound {
+                        owner: owner.to_string(),
+                        message,
+                    })
+                }
+            }
+            _ => Err(self.error(status, &body, "GET", &path, owner, key, "read")),
+        }
+    }
+
+    fn create(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError> {
+        self.write(Method::POST, owner, key, s)
+    }
+
+    fn update(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError> {
+        self.write(Method::PUT, owner, key, s)
+    }
+}
+
+/// `https://host` → `https://host/api/v4`; `…/api/v4/` → `…/api/v4`.
+pub fn api_root(url: &str) -> Result<String, ApiError> {
+    let u = url.trim().trim_end_matches('/');
+    let valid = (u.starts_with("https://") || u.starts_with("http://"))
+        && u.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
+        && u.parse::<hyper::Uri>().is_ok();
+    if !valid {
+        return Err(ApiError::BadUrl(url.to_string()));
+    }
+    Ok(if u.ends_with("/api/v4") {
+        u.to_string()
+    } else {
+        format!("{u}/api/v4")
+    })
+}
+
+fn scope_filter(scope: &str) -> String {
+    if scope == "*" {
+        String::new()
+    } else {
+        format!("?filter%5Benvironment_scope%5D={}", encode(scope))
+    }
+}
+
+/// GitLab's `{"message": ...}` (a string or an object of field errors), one line.
+fn api_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => match v.get("message").or_else(|| v.get("error")) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => v.to_string(),
+        },
+        Err(_) => String::from_utf8_lossy(body).chars().take(200).collect(),
+    }
+}
+
+/// Percent-encodes a path segment or query value (project paths carry `/`).
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            api_root("https://gitlab.com").unwrap(),
+            "https://gitlab.com/api/v4"
+        );
+        assert_eq!(
+            api_root("https://gitlab.com/api/v4/").unwrap(),
+            "https://gitlab.com/api/v4"
+        );
+        assert_eq!(
+            api_root("http://127.0.0.1:8080/api/v4").unwrap(),
+            "http://127.0.0.1:8080/api/v4"
+        );
+        assert!(api_root("gitlab.com").is_err());
+        assert!(api_root("https://").is_err());
+        assert_eq!(
+            Owner::Project("group/sub/proj".into()).api_path(),
+            "projects/group%2Fsub%2Fproj"
+        );
+        assert_eq!(scope_filter("*"), "");
+        assert_eq!(
+            scope_filter("review/*"),
+            "?filter%5Benvironment_scope%5D=review%2F%2A"
+        );
+    }
+
+    #[test]
+    fn messages() {
+        assert_eq!(
+            api_message(br#"{"message":"404 Variable Not Found"}"#),
+            "404 Variable Not Found"
+        );
+        assert_eq!(
+            api_message(br#"{"message":{"value":["is invalid"]}}"#),
+            r#"{"value":["is invalid"]}"#
+        );
+        assert_eq!(
+            api_message(b"<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
+    }
+}

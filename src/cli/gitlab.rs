@@ -15,7 +15,7 @@ use crate::gitlab::oidc::{self, Exchange};
 use crate::gitlab::sync::{self, Job, RegistryTokens, SignalWaiter};
 use crate::gitlab::variables::{GitLab, Owner, DEFAULT_URL};
 use crate::secret::Secret;
-use crate::tokens::{aws::StaticFetcher, Tokens};
+use crate::tokens::{aws::AwsFetcher, Tokens};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -230,7 +230,7 @@ fn oidc_tokens(
     env.set("AWS_ACCESS_KEY_ID", creds.access_key_id());
     Ok(Tokens::new(env, config)
         .with_cache(None)
-        .with_fetcher(Box::new(StaticFetcher::new(creds))))
+        .with_fetcher(Box::new(AwsFetcher::with_credentials(creds))))
 }
 
 fn sync_variable(a: SyncArgs, ctx: &Context) -> anyhow::Result<i32> {

@@ -27,38 +27,57 @@ web identity (AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN), ECS/EKS container cre
 EC2 instance metadata (IMDSv2)";
 
 /// Talks to the real AWS APIs (or whatever `AWS_ENDPOINT_URL` points at).
+///
+/// By default each request's credentials come from the AWS default chain (or
+/// the registry's configured profile). [`AwsFetcher::with_credentials`] starts
+/// from explicit credentials instead: `ecr-auth gitlab login` gets them from
+/// AssumeRoleWithWebIdentity and they exist only in that process. Either way a
+/// registry's configured `role_arn` is assumed from the base credentials.
 #[derive(Default)]
-pub struct AwsFetcher;
+pub struct AwsFetcher {
+    base: Option<Credentials>,
+}
 
-impl Fetch for AwsFetcher {
-    fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let msg = format!("cannot start the async runtime: {e}");
-                return requests
-                    .iter()
-                    .map(|_| Err(TokenError::Internal(msg.clone())))
-                    .collect();
-            }
-        };
-        runtime.block_on(fetch_all(requests))
+impl AwsFetcher {
+    pub fn with_credentials(credentials: Credentials) -> AwsFetcher {
+        AwsFetcher {
+            base: Some(credentials),
+        }
     }
 }
 
+impl Fetch for AwsFetcher {
+    fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(fetch_all(requests, self.base.as_ref())),
+            Err(e) => {
+                let msg = format!("cannot start the async runtime: {e}");
+                requests
+                    .iter()
+                    .map(|_| Err(TokenError::Internal(msg.clone())))
+                    .collect()
+            }
+        }
+    }
+}
+
+type Identity = Result<(SdkConfig, Credentials), TokenError>;
+
 /// Resolves each distinct credential source once, then calls
 /// GetAuthorizationToken once per request, all concurrently.
-pub async fn fetch_all(requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
-    let mut identities: BTreeMap<
-        &CredentialSource,
-        Option<Result<(SdkConfig, Credentials), TokenError>>,
-    > = requests.iter().map(|r| (&r.creds, None)).collect();
-    let resolved =
-        futures_util::future::join_all(identities.keys().map(|creds| resolve_identity(creds)))
-            .await;
+pub async fn fetch_all(
+    requests: &[FetchRequest],
+    base: Option<&Credentials>,
+) -> Vec<Result<Fetched, TokenError>> {
+    let mut identities: BTreeMap<&CredentialSource, Option<Identity>> =
+        requests.iter().map(|r| (&r.creds, None)).collect();
+    let resolved = futures_util::future::join_all(
+        identities.keys().map(|creds| resolve_identity(creds, base)),
+    )
+    .await;
     for (slot, result) in identities.values_mut().zip(resolved) {
         *slot = Some(result);
     }
@@ -67,71 +86,6 @@ pub async fn fetch_all(requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenEr
         async move {
             let (config, creds) = identity.as_ref().map_err(Clone::clone)?;
             get_authorization_token(config, creds, &req.target).await
-        }
-    });
-    futures_util::future::join_all(calls).await
-}
-
-/// Fetches with explicit credentials instead of the default chain: for
-/// `ecr-auth gitlab login`, whose credentials come from
-/// AssumeRoleWithWebIdentity and exist only in this process. A registry
-/// configured with `role_arn` assumes that role from them; `profile` does not
-/// apply (there is no profile to read).
-pub struct StaticFetcher {
-    credentials: Credentials,
-}
-
-impl StaticFetcher {
-    pub fn new(credentials: Credentials) -> StaticFetcher {
-        StaticFetcher { credentials }
-    }
-}
-
-impl Fetch for StaticFetcher {
-    fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let msg = format!("cannot start the async runtime: {e}");
-                return requests
-                    .iter()
-                    .map(|_| Err(TokenError::Internal(msg.clone())))
-                    .collect();
-            }
-        };
-        runtime.block_on(fetch_all_with(requests, &self.credentials))
-    }
-}
-
-/// [`fetch_all`] with explicit base credentials.
-pub async fn fetch_all_with(
-    requests: &[FetchRequest],
-    base: &Credentials,
-) -> Vec<Result<Fetched, TokenError>> {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .timeout_config(timeouts())
-        .credentials_provider(base.clone())
-        .load()
-        .await;
-    let calls = requests.iter().map(|req| {
-        let config = &config;
-        async move {
-            let creds = match &req.creds.role_arn {
-                None => base.clone(),
-                Some(role) => AssumeRoleProvider::builder(role.as_str())
-                    .session_name("ecr-auth")
-                    .configure(config)
-                    .build_from_provider(base.clone())
-                    .await
-                    .provide_credentials()
-                    .await
-                    .map_err(|e| credentials_error(e, None, Some(role)))?,
-            };
-            get_authorization_token(config, &creds, &req.target).await
         }
     });
     futures_util::future::join_all(calls).await
@@ -146,64 +100,63 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The SDK config and resolved credentials for one credential source.
-async fn resolve_identity(
-    creds: &CredentialSource,
-) -> Result<(SdkConfig, Credentials), TokenError> {
-    // IMDS is the last link of the chain; with no credentials anywhere the SDK's
-    // defaults spend many seconds retrying it. One short attempt is enough to
-    // tell "no instance role" apart.
-    let imds = aws_config::imds::Client::builder()
-        .connect_timeout(Duration::from_secs(1))
-        .read_timeout(Duration::from_secs(1))
-        .max_attempts(1)
-        .build();
+/// The SDK config and resolved credentials for one credential source: the
+/// explicit `base` credentials, else the registry's profile alone, else the
+/// default chain; then the registry's role, if it has one.
+async fn resolve_identity(creds: &CredentialSource, base: Option<&Credentials>) -> Identity {
     // The region only matters for STS calls the chain makes (web identity,
-    // role_arn profiles); ECR clients get their own region below.
+    // role_arn profiles, AssumeRole); ECR clients get their own region.
     let home_region = Region::new("us-east-1");
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    let loader = aws_config::defaults(BehaviorVersion::latest())
         .region(home_region.clone())
         .timeout_config(timeouts());
-    loader = match &creds.profile {
+    let loader = match (base, &creds.profile) {
+        (Some(base), _) => loader.credentials_provider(base.clone()),
         // A profile named for this registry is used alone: the default chain
         // would prefer environment keys over it.
-        Some(profile) => loader.profile_name(profile).credentials_provider(
+        (None, Some(profile)) => loader.profile_name(profile).credentials_provider(
             ProfileFileCredentialsProvider::builder()
                 .profile_name(profile)
                 .build(),
         ),
-        None => loader.credentials_provider(
-            DefaultCredentialsChain::builder()
-                .imds_client(imds)
-                .region(home_region.clone())
-                .build()
-                .await,
-        ),
+        (None, None) => {
+            // IMDS is the last link of the chain; with no credentials anywhere
+            // the SDK's defaults spend many seconds retrying it. One short
+            // attempt is enough to tell "no instance role" apart.
+            let imds = aws_config::imds::Client::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .read_timeout(Duration::from_secs(1))
+                .max_attempts(1)
+                .build();
+            loader.credentials_provider(
+                DefaultCredentialsChain::builder()
+                    .imds_client(imds)
+                    .region(home_region.clone())
+                    .build()
+                    .await,
+            )
+        }
     };
     let config = loader.load().await;
     let provider = config
         .credentials_provider()
         .ok_or_else(|| TokenError::Internal("the AWS SDK has no credentials provider".into()))?;
-    let base = provider
+    let first = provider
         .provide_credentials()
         .await
         .map_err(|e| credentials_error(e, creds.profile.as_deref(), None))?;
-    let credentials = match &creds.role_arn {
-        None => base,
-        Some(role) => {
-            let assume = AssumeRoleProvider::builder(role.as_str())
-                .session_name("ecr-auth")
-                .configure(&config)
-                .build_from_provider(base)
-                .await;
-            let assumed = assume
-                .provide_credentials()
-                .await
-                .map_err(|e| credentials_error(e, creds.profile.as_deref(), Some(role)))?;
-            assumed
-        }
+    let Some(role) = &creds.role_arn else {
+        return Ok((config, first));
     };
-    Ok((config, credentials))
+    let assumed = AssumeRoleProvider::builder(role.as_str())
+        .session_name("ecr-auth")
+        .configure(&config)
+        .build_from_provider(first)
+        .await
+        .provide_credentials()
+        .await
+        .map_err(|e| credentials_error(e, creds.profile.as_deref(), Some(role)))?;
+    Ok((config, assumed))
 }
 
 fn credentials_error(e: CredentialsError, profile: Option<&str>, role: Option<&str>) -> TokenError {

@@ -143,7 +143,7 @@ impl Tokens {
             env,
             config,
             cache,
-            fetcher: Box::new(aws::AwsFetcher),
+            fetcher: Box::new(aws::AwsFetcher::default()),
             clock: system_now,
         }
     }

@@ -81,13 +81,25 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let env = Env::from_process();
     let argv0 = args
         .first()
-        .map(|a| Path::new(a).file_name().unwrap_or_default().to_string_lossy().into_owned())
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
     if argv0.starts_with("docker-credential-") {
         // The helper's hot path: no argument parser, straight to the verb.
         crate::logging::init(&env, crate::logging::Format::Text);
         let verb = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
-        return docker_credential::run_verb(verb, &Context { env, config_path: None });
+        return docker_credential::run_verb(
+            verb,
+            &Context {
+                env,
+                config_path: None,
+            },
+        );
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -96,11 +108,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return e.exit_code();
         }
     };
-    let log_format = match &cli.command {
-        Command::Swarm(a) => a.log_format(),
-        _ => crate::logging::Format::Text,
-    };
-    crate::logging::init(&env, log_format);
+    match &cli.command {
+        Command::Swarm(a) => crate::logging::init(&a.log_env(&env), a.log_format()),
+        _ => crate::logging::init(&env, crate::logging::Format::Text),
+    }
     let ctx = Context {
         env,
         config_path: cli.config,

@@ -1,16 +1,216 @@
-//! Placeholder: this command is being built (see the open issues).
+//! `ecr-auth swarm refresh`: keep every Swarm service that pulls from ECR able to
+//! pull (see `crate::swarm`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use super::Context;
+use crate::config::Config;
+use crate::env::Env;
+use crate::registry::Host;
+use crate::swarm::envfile::EnvFile;
+use crate::swarm::refresh::Selection;
+use crate::swarm::schedule::Schedule;
+use crate::swarm::{docker, Options};
+use crate::tokens::Tokens;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub command: SwarmCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SwarmCommand {
+    /// Send fresh ECR auth to every Swarm service whose image is on ECR, without
+    /// restarting tasks. Acts on the leader manager only.
+    Refresh(RefreshArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RefreshArgs {
+    /// One pass, then exit (exit 1 if a service could not be refreshed).
+    #[arg(long)]
+    pub once: bool,
+
+    /// A pass every DURATION (e.g. 4h, 30m). Default: when a token in use has
+    /// passed half its life, at least hourly, with jitter.
+    #[arg(long, value_name = "DURATION", env = "ECR_AUTH_SWARM_EVERY", value_parser = parse_every)]
+    pub every: Option<Duration>,
+
+    /// Also follow Docker's service events: a service created or updated by
+    /// someone else gets fresh auth within seconds.
+    #[arg(long)]
+    pub watch_events: bool,
+
+    /// Only services with this label (KEY=VALUE, or KEY for "present"); repeat or
+    /// comma-separate for several (all must match).
+    #[arg(
+        long = "label-selector",
+        value_name = "KEY[=VALUE]",
+        env = "ECR_AUTH_SWARM_LABEL_SELECTOR",
+        value_delimiter = ','
+    )]
+    pub label_selector: Vec<String>,
+
+    /// Only images on this registry host; repeat or comma-separate for several.
+    /// Default: every ECR host and every host the config file maps to ECR
+    /// (or AWS_ECR_REPO from --env-file).
+    #[arg(
+        long = "registry",
+        value_name = "HOST",
+        env = "ECR_AUTH_SWARM_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub registry: Vec<String>,
+
+    /// Refresh job-mode services too (an update runs a job again).
+    #[arg(long)]
+    pub include_jobs: bool,
+
+    /// List what would be updated and why; update nothing (one pass).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// AWS credentials in `export NAME=value` lines (a Swarm secret such as
+    /// /run/secrets/ecr_auth_creds). Only AWS_* and ECR_AUTH_* names are taken.
+    #[arg(long, value_name = "FILE", env = "ECR_AUTH_SWARM_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
+
+    /// Serve Prometheus /metrics and /healthz on this address (e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", env = "ECR_AUTH_SWARM_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// The Docker daemon: unix:///path/to/docker.sock or tcp://HOST:PORT.
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
+    pub docker_host: String,
+
+    /// Log lines as text or as JSON objects (on stderr).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "ECR_AUTH_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 impl Args {
     pub fn log_format(&self) -> crate::logging::Format {
-        crate::logging::Format::Text
+        match &self.command {
+            SwarmCommand::Refresh(a) if a.log_format == LogFormat::Json => {
+                crate::logging::Format::Json
+            }
+            SwarmCommand::Refresh(_) => crate::logging::Format::Text,
+        }
+    }
+
+    /// The environment for logging: a daemon logs one line per action, so its
+    /// level defaults to `info` (ECR_AUTH_LOG still decides when set).
+    pub fn log_env(&self, env: &Env) -> Env {
+        let mut env = env.clone();
+        if env.get("ECR_AUTH_LOG").is_none() {
+            env.set("ECR_AUTH_LOG", "info");
+        }
+        env
     }
 }
 
-pub fn run(_args: Args, _ctx: &Context) -> anyhow::Result<i32> {
-    anyhow::bail!("this command is not built yet")
+pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+    match args.command {
+        SwarmCommand::Refresh(a) => refresh(a, ctx),
+    }
+}
+
+fn refresh(args: RefreshArgs, ctx: &Context) -> anyhow::Result<i32> {
+    let mut env = ctx.env.clone();
+    let mut registries = args.registry.clone();
+    if let Some(path) = &args.env_file {
+        let file = EnvFile::read(path)?;
+        // The AWS SDK's default chain reads the process environment itself, so the
+        // file's variables go there too. This runs before the async runtime and
+        // any other thread exist, which is what makes `set_var` sound.
+        for (name, value) in &file.vars {
+            std::env::set_var(name, value.expose());
+            env.set(name.clone(), value.expose().clone());
+        }
+        if !file.ignored.is_empty() {
+            tracing::warn!(
+                "{}: ignored {} (only AWS_* and ECR_AUTH_* variables are taken)",
+                path.display(),
+                file.ignored.join(", ")
+            );
+        }
+        // Seed 004's secret names the registry to keep fresh.
+        if registries.is_empty() {
+            if let Some(repo) = file.get("AWS_ECR_REPO") {
+                registries = repo
+                    .split([',', ' '])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+        }
+    }
+    let selection = Selection {
+        labels: args
+            .label_selector
+            .iter()
+            .map(|s| parse_label(s))
+            .collect::<anyhow::Result<_>>()?,
+        registries: registries
+            .iter()
+            .map(|r| Host::parse(r).with_context(|| format!("--registry {r:?}")))
+            .collect::<anyhow::Result<_>>()?,
+        include_jobs: args.include_jobs,
+    };
+    let config = Config::load(ctx.config_path.as_deref(), &env)?;
+    let tokens = Tokens::new(env, config);
+    for host in &selection.registries {
+        if let Err(e) = tokens.resolve(host.as_str()) {
+            anyhow::bail!("--registry {host}: {e}");
+        }
+    }
+    let schedule = match (args.once || args.dry_run, args.every) {
+        (true, _) => Schedule::Once,
+        (false, Some(every)) => Schedule::Every(every),
+        (false, None) => Schedule::HalfLife,
+    };
+    let options = Options {
+        docker_host: args.docker_host,
+        schedule,
+        watch_events: args.watch_events,
+        dry_run: args.dry_run,
+        selection,
+        metrics_addr: args.metrics_addr,
+    };
+    crate::swarm::run(options, tokens)
+}
+
+fn parse_label(s: &str) -> anyhow::Result<(String, Option<String>)> {
+    let (k, v) = match s.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
+        None => (s.trim(), None),
+    };
+    if k.is_empty() {
+        anyhow::bail!("--label-selector {s:?}: expected KEY=VALUE or KEY");
+    }
+    Ok((k.to_string(), v))
+}
+
+fn parse_every(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 4h, 30m or 90s)"))?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }

@@ -1,0 +1,446 @@
+//! The Swarm lab shared by `tests/swarm_*.rs`: a token endpoint whose password rotates,
+//! a registry that accepts only the current password, a one-node Swarm, and the
+//! ecr-auth config file that maps the registry (`127.0.0.1:PORT`) to ECR account
+//! 123456789012 in eu-west-1.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::common::{self, Dockerd, Registry, TempDir, TokenServer};
+
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "eu-west-1";
+
+/// How long Swarm may take to converge (a task started, an update applied).
+pub const CONVERGE: Duration = Duration::from_secs(120);
+
+/// Fields drop in declaration order: users of the token server's htpasswd first.
+pub struct Lab {
+    pub docker: Dockerd,
+    pub registry: Registry,
+    pub tokens: TokenServer,
+    pub config: PathBuf,
+    pub tmp: TempDir,
+}
+
+impl Lab {
+    /// Token server, registry on its htpasswd, dockerd as a one-node Swarm.
+    pub fn start() -> Lab {
+        let tokens = TokenServer::start();
+        let registry = Registry::start(&tokens.htpasswd);
+        let docker = Dockerd::start();
+        docker.swarm_init();
+        let tmp = TempDir::new("swarm");
+        let config = tmp.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
+                registry.addr
+            ),
+        )
+        .expect("write the ecr-auth config");
+        std::fs::create_dir_all(tmp.join("home")).expect("home dir");
+        Lab {
+            docker,
+            registry,
+            tokens,
+            config,
+            tmp,
+        }
+    }
+
+    /// The ecr-auth binary for this lab: AWS pointed at the token server, the config
+    /// file, a private HOME and token cache, DOCKER_HOST, info logs.
+    pub fn ecr_auth(&self) -> Command {
+        let mut cmd = Command::new(common::bin());
+        common::apply_aws_env(&mut cmd, &self.tokens.endpoint);
+        cmd.env("ECR_AUTH_CONFIG", &self.config)
+            .env("ECR_AUTH_CACHE_DIR", self.tmp.join("cache"))
+            .env("HOME", self.tmp.join("home"))
+            .env("DOCKER_HOST", &self.docker.host)
+            .env("ECR_AUTH_LOG", "info")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("ECR_AUTH_LOG_FILE")
+            .env_remove("AWS_ECR_DISABLE_CACHE");
+        cmd
+    }
+
+    /// `ecr-auth swarm refresh ARGS`, run to the end; (exit ok, stdout, stderr).
+    pub fn refresh(&self, args: &[&str]) -> (bool, String, String) {
+        let out = common::run(self.ecr_auth().args(["swarm", "refresh"]).args(args));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Pushes a test image with the current password; returns `HOST/repo:tag`.
+    pub fn push(&self, repo: &str, tag: &str) -> String {
+        self.registry
+            .push_test_image(repo, tag, "AWS", &self.tokens.password());
+        self.registry.image(repo, tag)
+    }
+
+    /// `docker login` to the lab registry with the current password (the docker CLI's
+    /// own config dir of this daemon).
+    pub fn login(&self) {
+        let mut child = self
+            .docker
+            .docker()
+            .args([
+                "login",
+                "-u",
+                "AWS",
+                "--password-stdin",
+                &self.registry.addr,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker login");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.tokens.password().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker login failed: {}",
+            common::output_text(&out)
+        );
+    }
+
+    /// `docker ARGS` against the lab daemon; panics unless it succeeds.
+    pub fn docker(&self, args: &[&str]) -> String {
+        common::run_ok(self.docker.docker().args(args))
+    }
+
+    /// `docker service create -d --name NAME ARGS`; returns the service ID.
+    pub fn create_service(&self, name: &str, args: &[&str]) -> String {
+        let mut all = vec![
+            "service",
+            "create",
+            "-d",
+            "--quiet",
+            "--name",
+            name,
+            "--stop-grace-period",
+            "1s",
+        ];
+        all.extend_from_slice(args);
+        self.docker(&all).trim().to_string()
+    }
+
+    /// `GET /services/NAME` as JSON.
+    pub fn service(&self, name: &str) -> Value {
+        let r = self
+            .docker
+            .api("GET", &format!("/v1.41/services/{name}"), None);
+        assert_eq!(r.status, 200, "GET /services/{name}: {}", r.text());
+        r.json()
+    }
+
+    /// The raw bytes of the service's `.Spec`, exactly as the daemon sends them.
+    pub fn raw_spec(&self, name: &str) -> String {
+        #[derive(serde::Deserialize)]
+        struct S {
+            #[serde(rename = "Spec")]
+            spec: Box<RawValue>,
+        }
+        let r = self
+            .docker
+            .api("GET", &format!("/v1.41/services/{name}"), None);
+        let s: S = serde_json::from_slice(&r.body).expect("service JSON");
+        s.spec.get().to_string()
+    }
+
+    pub fn version(&self, name: &str) -> u64 {
+        self.service(name)["Version"]["Index"]
+            .as_u64()
+            .expect("Version.Index")
+    }
+
+    /// Every task of the service (any state).
+    pub fn tasks(&self, name: &str) -> Vec<Value> {
+        let filters = format!(r#"{{"service":["{name}"]}}"#);
+        let r = self.docker.api(
+            "GET",
+            &format!("/v1.41/tasks?filters={}", escape(&filters)),
+            None,
+        );
+        assert_eq!(r.status, 200, "GET /tasks: {}", r.text());
+        r.json().as_array().cloned().unwrap_or_default()
+    }
+
+    /// IDs of the service's running tasks, sorted.
+    pub fn running_tasks(&self, name: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .tasks(name)
+            .iter()
+            .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+            .map(|t| t["ID"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits until the service has exactly `n` running tasks.
+    pub fn wait_running(&self, name: &str, n: usize) -> Vec<String> {
+        let mut last = Vec::new();
+        let ok = wait_until(CONVERGE, || {
+            last = self.running_tasks(name);
+            last.len() == n
+        });
+        if !ok {
+            panic!(
+                "service {name}: wanted {n} running task(s), have {}; tasks: {}",
+                last.len(),
+                task_summary(&self.tasks(name))
+            );
+        }
+        last
+    }
+
+    /// The service's tasks as "state: error" lines, for messages.
+    pub fn task_errors(&self, name: &str) -> String {
+        task_summary(&self.tasks(name))
+    }
+
+    /// Runs `ecr-auth swarm refresh ARGS` in the background, logs to a file.
+    pub fn spawn_refresh(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Daemon {
+        let log = self.tmp.join(format!("refresh-{}.log", unique()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = self.ecr_auth();
+        cmd.args(["swarm", "refresh"])
+            .args(args)
+            .envs(extra_env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().expect("start ecr-auth swarm refresh");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+}
+
+impl Lab {
+    /// Stops the lab dockerd (SIGTERM, as `systemctl stop docker` does) and waits
+    /// until it is gone. Its data root, and so the Swarm, stays.
+    pub fn stop_dockerd(&self) {
+        let pid = self.docker.pid().to_string();
+        common::run_ok(Command::new("kill").args(["-TERM", &pid]));
+        let gone = wait_until(CONVERGE, || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.is_empty() || stat.contains(") Z ")
+        });
+        assert!(gone, "dockerd (pid {pid}) did not stop");
+    }
+
+    /// Starts dockerd again on the same dirs and socket, as the fixture started it
+    /// (`tests/common/dockerd.rs`), and waits until the Swarm answers. Drop the guard
+    /// before the lab: it stops this dockerd (the fixture's teardown then finds only
+    /// leftovers, which it kills).
+    pub fn start_dockerd_again(&self) -> Restarted {
+        let dir = self.docker.dir();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd-restarted.log"))
+            .expect("dockerd log");
+        let child = Command::new(common::tool("dockerd"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("-H")
+            .arg(&self.docker.host)
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .env_remove("DOCKER_HOST")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd again");
+        let back = wait_until(CONVERGE, || {
+            let r = common::http_unix(&self.docker.socket, "GET", "/v1.41/services", &[], b"");
+            r.map(|r| r.status == 200).unwrap_or(false)
+        });
+        let guard = Restarted(child);
+        assert!(back, "dockerd did not come back with its Swarm");
+        guard
+    }
+}
+
+/// A dockerd started by [`Lab::start_dockerd_again`]: SIGTERM and reap on drop.
+pub struct Restarted(Child);
+
+impl Drop for Restarted {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let stopped = wait_until(Duration::from_secs(60), || {
+            matches!(self.0.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A background `ecr-auth swarm refresh`; SIGKILLed on drop if still running.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until the log has a line containing `needle` `n` times.
+    pub fn wait_log(&mut self, needle: &str, n: usize) {
+        let ok = wait_until(CONVERGE, || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ecr-auth exited ({status}) while waiting for {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            self.log().matches(needle).count() >= n
+        });
+        assert!(
+            ok,
+            "no {n}x {needle:?} in the ecr-auth log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ecr-auth ignored SIGTERM for 60 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!("ecr-auth log:\n{}", self.log());
+            }
+        }
+    }
+}
+
+/// Polls `f` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// One sample of a Prometheus text page: the value of the first line starting with
+/// `series`: a name, or a name and the first labels (`x_total{a="b"`, `x{a="b"}`).
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| series.contains('{') || rest.starts_with([' ', '{']))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `GET url` on a lab server; (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    match common::http("GET", url, &[], b"") {
+        Ok(r) => (r.status, r.text()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn task_summary(tasks: &[Value]) -> String {
+    tasks
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {}/{}: {}",
+                t["ID"].as_str().unwrap_or("?"),
+                t["Status"]["State"].as_str().unwrap_or("?"),
+                t["DesiredState"].as_str().unwrap_or("?"),
+                t["Status"]["Err"].as_str().unwrap_or("")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn unique() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}

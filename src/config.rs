@@ -128,8 +128,10 @@ impl Config {
             message,
         };
         let at = |span: std::ops::Range<usize>, field: &str, what: String| {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            invalid(format!("line {line}, field `{field}`: {what}"))
+            invalid(format!(
+                "line {}, field `{field}`: {what}",
+                line_of(text, span.start)
+            ))
         };
         let file: FileFormat =
             toml::from_str(text).map_err(|e| invalid(one_line_toml_error(&e, text)))?;
@@ -238,14 +240,22 @@ fn is_role_arn(s: &str) -> bool {
 /// toml's own message is multi-line with a source excerpt; keep the line number
 /// and the message on one line.
 fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
-    let message = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {message}")
-        }
+    toml_error_line(e.message(), e.span(), text)
+}
+
+/// `line N: message` for a TOML parse error at byte `span` of `text`
+/// (shared with the config.toml editor, which parses with toml_edit).
+pub fn toml_error_line(message: &str, span: Option<std::ops::Range<usize>>, text: &str) -> String {
+    let message = message.trim().replace('\n', " ");
+    match span {
+        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
         None => message,
     }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 #[cfg(test)]

@@ -15,5 +15,6 @@ pub mod registry;
 pub mod secret;
 pub mod swarm;
 pub mod tokens;
+pub mod url;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -627,14 +627,7 @@ fn flatten(v: &toml::Value, at: String, out: &mut BTreeSet<String>) {
 /// toml_edit's message is several lines with a source excerpt: keep the line
 /// number and the message.
 fn one_line(e: &toml_edit::TomlError, text: &str) -> String {
-    let message = e.message().trim().replace('\n', " ");
-    match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {message}")
-        }
-        None => message,
-    }
+    crate::config::toml_error_line(e.message(), e.span(), text)
 }
 
 #[cfg(test)]

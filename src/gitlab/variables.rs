@@ -381,15 +381,7 @@ fn api_message(body: &[u8]) -> String {
 
 /// Percent-encodes a path segment or query value (project paths carry `/`).
 pub fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::url::encode_component(s)
 }
 
 #[cfg(test)]

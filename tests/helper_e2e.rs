@@ -662,3 +662,24 @@ fn per_registry_role_and_profile_sign_their_own_token_calls() {
     );
     assert_eq!(lab.cache_files().len(), 3, "one cache entry per identity");
 }
+
+/// ECR Public's token comes from its own API (us-east-1) and its own cache
+/// entry; moto lacks that API, so the lab's token endpoint answers it.
+#[test]
+fn ecr_public_tokens_come_from_the_public_api() {
+    let lab = Lab::new();
+    let o = lab.helper("get", "https://public.ecr.aws/v2/");
+    assert_eq!(secret_of(&o), lab.tokens.password());
+    let mut cmd = Command::new(bin());
+    lab.env(&mut cmd).args(["get-login-password", "--public"]);
+    assert_eq!(run_ok(&mut cmd).trim(), lab.tokens.password());
+    assert_eq!(
+        lab.tokens.calls_in("us-east-1"),
+        1,
+        "the second answer came from the cache"
+    );
+    let files = lab.cache_files();
+    assert_eq!(files.len(), 1);
+    let entry: serde_json::Value = serde_json::from_slice(&fs::read(&files[0]).unwrap()).unwrap();
+    assert_eq!(entry["scope"], "public/us-east-1");
+}

@@ -191,11 +191,7 @@ async fn get_authorization_token(
     };
     let (token, expires_at, proxy_endpoint) = match target {
         Target::Private { fips, .. } => {
-            let conf = aws_sdk_ecr::config::Builder::from(config)
-                .region(region)
-                .use_fips(*fips)
-                .credentials_provider(creds.clone())
-                .build();
+            let conf = ecr_config(config, creds, region, *fips).build();
             let out = aws_sdk_ecr::Client::from_conf(conf)
                 .get_authorization_token()
                 .send()
@@ -245,6 +241,20 @@ async fn get_authorization_token(
     })
 }
 
+/// The ECR client's config for one region: a FIPS registry host
+/// (`dkr.ecr-fips`) talks to the region's FIPS API endpoint.
+fn ecr_config(
+    config: &SdkConfig,
+    creds: &Credentials,
+    region: Region,
+    fips: bool,
+) -> aws_sdk_ecr::config::Builder {
+    aws_sdk_ecr::config::Builder::from(config)
+        .region(region)
+        .use_fips(fips)
+        .credentials_provider(creds.clone())
+}
+
 /// ECR's `authorizationToken` is base64("AWS:<password>").
 pub fn decode_token(token: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -258,6 +268,74 @@ pub fn decode_token(token: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records the URI a request would go to, and stops it before it is sent
+    /// (so nothing leaves the machine, not even a DNS query).
+    #[derive(Debug, Default, Clone)]
+    struct StopBeforeSending(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+    impl aws_smithy_runtime_api::client::interceptors::Intercept for StopBeforeSending {
+        fn name(&self) -> &'static str {
+            "StopBeforeSending"
+        }
+        fn read_before_transmit(
+            &self,
+            context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+            _: &mut aws_smithy_types::config_bag::ConfigBag,
+        ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+            *self.0.lock().unwrap() = Some(context.request().uri().to_string());
+            Err("stopped before sending".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn fips_registries_use_the_fips_api_endpoint() {
+        let sdk = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .build();
+        let creds = Credentials::for_tests();
+        for (host, want) in [
+            (
+                "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com",
+                "https://api.ecr-fips.us-east-1.amazonaws.com",
+            ),
+            (
+                "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+                "https://api.ecr.us-east-1.amazonaws.com",
+            ),
+            (
+                "123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com",
+                "https://api.ecr-fips.us-gov-west-1.amazonaws.com",
+            ),
+            (
+                "123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn",
+                "https://api.ecr.cn-north-1.amazonaws.com.cn",
+            ),
+        ] {
+            let target = crate::registry::Host::parse(host)
+                .unwrap()
+                .ecr_target()
+                .unwrap();
+            let stop = StopBeforeSending::default();
+            let conf = ecr_config(
+                &sdk,
+                &creds,
+                Region::new(target.region().to_string()),
+                target.fips(),
+            )
+            .interceptor(stop.clone())
+            .build();
+            let result = aws_sdk_ecr::Client::from_conf(conf)
+                .get_authorization_token()
+                .send()
+                .await;
+            assert!(result.is_err());
+            let uri = stop.0.lock().unwrap().clone().expect("request built");
+            assert!(uri.starts_with(want), "{host}: {uri}");
+        }
+    }
 
     #[test]
     fn decodes_ecr_tokens() {

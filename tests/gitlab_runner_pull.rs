@@ -20,33 +20,6 @@ use std::process::Command;
 
 use common::{Dockerd, Moto, Registry, TempDir, MOTO_ACCOUNT, MOTO_PASSWORD};
 
-/// The static (musl) release binary, which runs in a FROM scratch container.
-/// `ECR_AUTH_STATIC_BIN` names a prebuilt one; otherwise it is built (or found
-/// fresh) with `cargo build --release --target x86_64-unknown-linux-musl`, as
-/// scripts/build-static does.
-fn static_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ECR_AUTH_STATIC_BIN") {
-        return PathBuf::from(p);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = common::run(Command::new(cargo).current_dir(common::repo_root()).args([
-        "build",
-        "--release",
-        "--target",
-        "x86_64-unknown-linux-musl",
-        "--bin",
-        "ecr-auth",
-    ]));
-    assert!(
-        out.status.success(),
-        "building the static binary failed (run scripts/setup for the musl target):\n{}",
-        common::output_text(&out)
-    );
-    let bin = common::repo_root().join("target/x86_64-unknown-linux-musl/release/ecr-auth");
-    assert!(bin.is_file(), "{} missing after the build", bin.display());
-    bin
-}
-
 fn ecr_auth_config(dir: &Path, registry: &Registry) -> PathBuf {
     let path = dir.join("ecr-auth.toml");
     std::fs::write(
@@ -172,7 +145,7 @@ fn s1_the_executor_pulls_a_private_image_with_the_written_docker_auth_config() {
 
 #[test]
 fn s2_a_job_container_gets_credentials_through_the_mounted_helper() {
-    let static_bin = static_binary();
+    let static_bin = common::static_bin();
     let moto = Moto::start();
     let registry = Registry::start_with_password(MOTO_PASSWORD);
     let digest = registry.push_test_image("team/base", "2.0", "AWS", MOTO_PASSWORD);

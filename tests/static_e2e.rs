@@ -7,27 +7,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-
-fn static_bin() -> PathBuf {
-    let path = std::env::var_os("ECR_AUTH_STATIC_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"));
-            target.join("x86_64-unknown-linux-musl/release/ecr-auth")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-static (scripts/test does)",
-        path.display()
-    );
-    path
-}
 
 /// The environment the helper gets inside the container (`-e` names only: the
 /// values come from the docker CLI's own environment, so no secret is in argv).
@@ -66,7 +48,7 @@ fn run_in_container(
 
 #[test]
 fn the_static_binary_is_the_helper_in_scratch_and_busybox_containers() {
-    let bin = static_bin();
+    let bin = common::static_bin();
     let desc = run_ok(Command::new("file").arg("-b").arg(&bin));
     assert!(desc.contains("statically linked"), "{desc}");
 

@@ -86,7 +86,7 @@ fn watch_events_fixes_a_service_created_without_auth() {
 /// the refresher reconnects and goes on refreshing. SIGTERM then ends it with 0.
 #[test]
 fn every_survives_a_dockerd_restart() {
-    let lab = Lab::start();
+    let mut lab = Lab::start();
     let image = lab.push("svc", "1");
     lab.login();
     lab.create_service("svc", &["--with-registry-auth", &image, "sleep", "100000"]);
@@ -130,7 +130,7 @@ fn every_survives_a_dockerd_restart() {
     );
     let before = updates(port);
 
-    let _dockerd = lab.start_dockerd_again();
+    lab.start_dockerd_again();
     assert!(
         wait_until(CONVERGE, || updates(port) >= before + 2.0),
         "no updates after the restart:\n{}",

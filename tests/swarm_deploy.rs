@@ -12,26 +12,7 @@
 mod common;
 mod swarm_support;
 
-use std::path::PathBuf;
-
 use swarm_support::{get, metric, wait_until, Lab, ACCOUNT, CONVERGE, REGION};
-
-fn static_bin() -> PathBuf {
-    let path = std::env::var_os("ECR_AUTH_STATIC_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| common::repo_root().join("target"));
-            target.join("x86_64-unknown-linux-musl/release/ecr-auth")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-static (scripts/test does)",
-        path.display()
-    );
-    path
-}
 
 #[test]
 fn the_example_stack_refreshes_services() {
@@ -47,7 +28,7 @@ fn the_example_stack_refreshes_services() {
     let out = common::run(
         std::process::Command::new(examples.join("build-image"))
             .arg("lab/ecr-auth:example")
-            .env("ECR_AUTH_STATIC_BIN", static_bin())
+            .env("ECR_AUTH_STATIC_BIN", common::static_bin())
             .env("DOCKER_HOST", &lab.docker.host)
             .env("DOCKER_CONFIG", lab.docker.config_dir())
             .env_remove("DOCKER_CONTEXT"),

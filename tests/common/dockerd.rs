@@ -44,20 +44,7 @@ impl Dockerd {
         let config_dir = dir.join("docker-config");
         std::fs::create_dir_all(&config_dir).expect("docker config dir");
         std::fs::write(dir.join("daemon.json"), "{}\n").expect("daemon.json");
-        let mut cmd = Command::new(tool("dockerd"));
-        cmd.arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
-            .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-            .env_remove("DOCKER_HOST")
-            .env_remove("NOTIFY_SOCKET");
+        let cmd = dockerd_command(dir.path(), &socket);
         let mut proc = Proc::spawn("dockerd", cmd, &dir.join("dockerd.log"));
         let ping = |s: &Path| {
             super::http_unix(s, "GET", "/_ping", &[], b"")
@@ -70,6 +57,43 @@ impl Dockerd {
             panic!("{e}");
         }
         Dockerd::from_parts(socket, config_dir, Some(proc), dir)
+    }
+
+    /// Stops the daemon (SIGTERM, as `systemctl stop docker` does) and waits until
+    /// it is gone. Its data root, and so its Swarm, stays: see [`Self::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.stop(Duration::from_secs(60));
+        }
+    }
+
+    /// Starts the daemon again on the same directories and socket (after
+    /// [`Self::stop`]) and waits until it answers, its Swarm too if it had one.
+    pub fn start_again(&mut self) {
+        assert!(self.proc.is_none(), "start_again: dockerd is still running");
+        let n = self.builds.fetch_add(1, Ordering::SeqCst);
+        let log = self.dir.join(format!("dockerd-again-{n}.log"));
+        let mut proc = Proc::spawn(
+            "dockerd",
+            dockerd_command(self.dir.path(), &self.socket),
+            &log,
+        );
+        let in_swarm = self.swarm_port.load(Ordering::SeqCst) != 0;
+        let socket = self.socket.clone();
+        let ready = proc.wait_until("dockerd (again)", super::STARTUP_TIMEOUT, || {
+            let path = if in_swarm {
+                "/v1.41/services"
+            } else {
+                "/_ping"
+            };
+            super::http_unix(&socket, "GET", path, &[], b"")
+                .map(|r| r.status == 200)
+                .unwrap_or(false)
+        });
+        self.proc = Some(proc);
+        if let Err(e) = ready {
+            panic!("{e}");
+        }
     }
 
     fn from_parts(
@@ -306,4 +330,24 @@ fn unescape_mount_path(p: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// How the lab starts dockerd: its own data and exec roots, pid file, config
+/// and unix socket in `dir`; no bridge, no iptables (loopback only).
+fn dockerd_command(dir: &Path, socket: &Path) -> Command {
+    let mut cmd = Command::new(tool("dockerd"));
+    cmd.arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--pidfile")
+        .arg(dir.join("docker.pid"))
+        .arg("--config-file")
+        .arg(dir.join("daemon.json"))
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+        .env_remove("DOCKER_HOST")
+        .env_remove("NOTIFY_SOCKET");
+    cmd
 }

@@ -251,3 +251,39 @@ pub fn path_with(dir: &Path) -> std::ffi::OsString {
     }
     std::env::join_paths(dirs).expect("join PATH")
 }
+
+/// The static (musl) release binary, for tests that run it in containers with no
+/// libc: `$ECR_AUTH_STATIC_BIN` (scripts/test builds it with scripts/build-static
+/// and sets it), else built here with cargo (minutes the first time; needs the
+/// musl target and musl-tools, which scripts/setup installs).
+pub fn static_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ECR_AUTH_STATIC_BIN") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "ECR_AUTH_STATIC_BIN={} is not a file",
+            p.display()
+        );
+        return p;
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = run(Command::new(cargo).current_dir(repo_root()).args([
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-linux-musl",
+        "--bin",
+        "ecr-auth",
+    ]));
+    assert!(
+        out.status.success(),
+        "building the static binary failed (run scripts/setup for the musl target):\n{}",
+        output_text(&out)
+    );
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("x86_64-unknown-linux-musl/release/ecr-auth");
+    assert!(bin.is_file(), "{} missing after the build", bin.display());
+    bin
+}

@@ -238,72 +238,15 @@ impl Lab {
 }
 
 impl Lab {
-    /// Stops the lab dockerd (SIGTERM, as `systemctl stop docker` does) and waits
-    /// until it is gone. Its data root, and so the Swarm, stays.
-    pub fn stop_dockerd(&self) {
-        let pid = self.docker.pid().to_string();
-        common::run_ok(Command::new("kill").args(["-TERM", &pid]));
-        let gone = wait_until(CONVERGE, || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.is_empty() || stat.contains(") Z ")
-        });
-        assert!(gone, "dockerd (pid {pid}) did not stop");
+    /// Stops the lab dockerd and waits until it is gone; the Swarm stays.
+    pub fn stop_dockerd(&mut self) {
+        self.docker.stop();
     }
 
-    /// Starts dockerd again on the same dirs and socket, as the fixture started it
-    /// (`tests/common/dockerd.rs`), and waits until the Swarm answers. Drop the guard
-    /// before the lab: it stops this dockerd (the fixture's teardown then finds only
-    /// leftovers, which it kills).
-    pub fn start_dockerd_again(&self) -> Restarted {
-        let dir = self.docker.dir();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("dockerd-restarted.log"))
-            .expect("dockerd log");
-        let child = Command::new(common::tool("dockerd"))
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
-            .arg("-H")
-            .arg(&self.docker.host)
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
-            .env_remove("DOCKER_HOST")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dockerd again");
-        let back = wait_until(CONVERGE, || {
-            let r = common::http_unix(&self.docker.socket, "GET", "/v1.41/services", &[], b"");
-            r.map(|r| r.status == 200).unwrap_or(false)
-        });
-        let guard = Restarted(child);
-        assert!(back, "dockerd did not come back with its Swarm");
-        guard
-    }
-}
-
-/// A dockerd started by [`Lab::start_dockerd_again`]: SIGTERM and reap on drop.
-pub struct Restarted(Child);
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let stopped = wait_until(Duration::from_secs(60), || {
-            matches!(self.0.try_wait(), Ok(Some(_)))
-        });
-        if !stopped {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+    /// Starts dockerd again on the same dirs and socket and waits until the
+    /// Swarm answers.
+    pub fn start_dockerd_again(&mut self) {
+        self.docker.start_again();
     }
 }
 

@@ -98,7 +98,7 @@ fn lab_env<'a>(cmd: &'a mut Command, tmp: &TempDir, endpoint: &str) -> &'a mut C
         .env_remove("AWS_ECR_DISABLE_CACHE")
 }
 
-fn feed(cmd: &mut Command, stdin: &str) -> Output {
+fn feed(cmd: &mut Command, stdin: impl AsRef<[u8]>) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -109,7 +109,7 @@ fn feed(cmd: &mut Command, stdin: &str) -> Output {
         .stdin
         .take()
         .unwrap()
-        .write_all(stdin.as_bytes())
+        .write_all(stdin.as_ref())
         .unwrap();
     child.wait_with_output().unwrap()
 }
@@ -420,23 +420,8 @@ fn non_ecr_hosts_garbled_stdin_and_list() {
     }
     let o = lab.helper("get", "\u{0}\u{7f}\u{1b}[31m garbage\n");
     assert_eq!(o.status.code(), Some(1));
-    let o2 = {
-        let mut cmd =
-            Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
-        lab.env(&mut cmd)
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"\xff\xfe\xfd")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let mut cmd = Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
+    let o2 = feed(lab.env(&mut cmd).arg("get"), b"\xff\xfe\xfd");
     assert_eq!(o2.status.code(), Some(1));
     assert!(stdout(&o2).contains("not UTF-8"), "{}", stdout(&o2));
     assert_eq!(lab.tokens.calls(), 0, "nothing reached AWS");

@@ -63,6 +63,8 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("no registries given: name them (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com), set ECR_AUTH_REGISTRIES, or list them in the ecr-auth config file")]
+    NoRegistries,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +208,20 @@ impl Config {
         })
     }
 
+    /// The registries a command works on: those `given` (blank ones ignored),
+    /// else every host of the config file.
+    pub fn registries_or(&self, given: Vec<String>) -> Result<Vec<String>, ConfigError> {
+        let given: Vec<String> = given.into_iter().filter(|r| !r.trim().is_empty()).collect();
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        let configured: Vec<String> = self.registries.iter().map(|r| r.host.to_string()).collect();
+        if configured.is_empty() {
+            return Err(ConfigError::NoRegistries);
+        }
+        Ok(configured)
+    }
+
     /// The ECR token a host needs: a configured entry first, else the host's own
     /// ECR name. `None` means "not an ECR registry".
     pub fn resolve(&self, host: &Host) -> Option<Resolved> {
@@ -224,7 +240,8 @@ impl Config {
     }
 }
 
-fn is_role_arn(s: &str) -> bool {
+/// `arn:aws:iam::123456789012:role/NAME` (any partition, any role path).
+pub fn is_role_arn(s: &str) -> bool {
     let parts: Vec<&str> = s.splitn(6, ':').collect();
     parts.len() == 6
         && parts[0] == "arn"

@@ -44,7 +44,7 @@ pub enum Format {
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let tokens = ctx.tokens()?;
-    let registries = registries_or_config(args.registries, tokens.config())?;
+    let registries = tokens.config().registries_or(args.registries)?;
     let base = match &args.merge {
         None => DockerConfig::new(),
         Some(src) => read_merge(src)?,
@@ -69,7 +69,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
                 anyhow::anyhow!("internal error: the dotenv file breaks GitLab's rules: {e}")
             })?;
             if let Some(line) = &d.ci_line {
-                print_ci_line(line, &d.keys);
+                eprintln!("{}", dotenv::ci_line_advice(line, &d.keys));
             }
             d.text
         }
@@ -79,28 +79,6 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         None => print!("{text}"),
     }
     Ok(0)
-}
-
-/// The registries given, else the ecr-auth config file's.
-pub fn registries_or_config(
-    given: Vec<String>,
-    config: &crate::config::Config,
-) -> anyhow::Result<Vec<String>> {
-    let given: Vec<String> = given.into_iter().filter(|r| !r.trim().is_empty()).collect();
-    if !given.is_empty() {
-        return Ok(given);
-    }
-    let configured: Vec<String> = config
-        .registries
-        .iter()
-        .map(|r| r.host.to_string())
-        .collect();
-    if configured.is_empty() {
-        anyhow::bail!(
-            "no registries given: name them (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com), set ECR_AUTH_REGISTRIES, or list them in the ecr-auth config file"
-        );
-    }
-    Ok(configured)
 }
 
 fn read_merge(src: &str) -> anyhow::Result<DockerConfig> {
@@ -114,14 +92,4 @@ fn read_merge(src: &str) -> anyhow::Result<DockerConfig> {
     let path = PathBuf::from(src);
     DockerConfig::read(&path)?
         .with_context(|| format!("--merge {src}: no such file (use - for stdin)"))
-}
-
-/// Tells the user how `.gitlab-ci.yml` rebuilds DOCKER_AUTH_CONFIG (stderr: no secret in it).
-pub fn print_ci_line(line: &str, keys: &[String]) {
-    eprintln!(
-        "ecr-auth: the tokens do not fit one DOCKER_AUTH_CONFIG line under GitLab's 5 KB dotenv limit, so the file carries {}.",
-        keys.join(", ")
-    );
-    eprintln!("ecr-auth: add this to `variables:` of the jobs that pull from ECR (gitlab-runner expands the references):");
-    eprintln!("{line}");
 }

@@ -7,15 +7,13 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::auth_config::{print_ci_line, registries_or_config};
 use super::Context;
 use crate::dockercfg::{write_atomic, DockerConfig};
 use crate::gitlab::dotenv::{self, Form};
-use crate::gitlab::oidc::{self, Exchange};
+use crate::gitlab::oidc::{self, RoleLogin};
 use crate::gitlab::sync::{self, Job, RegistryTokens, SignalWaiter};
 use crate::gitlab::variables::{GitLab, Owner, DEFAULT_URL};
 use crate::secret::Secret;
-use crate::tokens::{aws::AwsFetcher, Tokens};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -47,9 +45,8 @@ pub struct LoginArgs {
         value_delimiter = ','
     )]
     pub registries: Vec<String>,
-    /// The variable holding the job's OIDC token (`id_tokens:` in .gitlab-ci.yml).
-    #[arg(long, value_name = "NAME", default_value = oidc::DEFAULT_TOKEN_VAR, env = "ECR_AUTH_ID_TOKEN_ENV")]
-    pub id_token_env: String,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
     /// How long the role session lasts (15m to 12h, at most the role's maximum).
     #[arg(
         long,
@@ -58,14 +55,6 @@ pub struct LoginArgs {
         env = "ECR_AUTH_DURATION"
     )]
     pub duration: String,
-    /// The region of the STS endpoint.
-    #[arg(
-        long,
-        value_name = "REGION",
-        env = "AWS_REGION",
-        default_value = "us-east-1"
-    )]
-    pub sts_region: String,
     /// The dotenv file to write (mode 0600); name it in `artifacts: reports: dotenv:`.
     #[arg(
         long,
@@ -136,10 +125,19 @@ pub struct SyncArgs {
         conflicts_with = "every"
     )]
     pub role_arn: Option<String>,
-    /// With --role-arn: the variable holding the job's OIDC token.
+    /// With --role-arn: how the job's OIDC token is found and exchanged.
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// Where the job's OIDC token is and which STS endpoint takes it (shared by
+/// `login` and `sync-variable --role-arn`).
+#[derive(clap::Args, Debug)]
+pub struct OidcArgs {
+    /// The variable holding the job's OIDC token (`id_tokens:` in .gitlab-ci.yml).
     #[arg(long, value_name = "NAME", default_value = oidc::DEFAULT_TOKEN_VAR, env = "ECR_AUTH_ID_TOKEN_ENV")]
     pub id_token_env: String,
-    /// With --role-arn: the region of the STS endpoint.
+    /// The region of the STS endpoint.
     #[arg(
         long,
         value_name = "REGION",
@@ -147,6 +145,17 @@ pub struct SyncArgs {
         default_value = "us-east-1"
     )]
     pub sts_region: String,
+}
+
+impl OidcArgs {
+    fn login(&self, role_arn: &str, duration: &str) -> anyhow::Result<RoleLogin> {
+        Ok(RoleLogin {
+            role_arn: role_arn.to_string(),
+            id_token_env: self.id_token_env.clone(),
+            sts_region: self.sts_region.clone(),
+            duration_secs: oidc::duration_secs(duration)?,
+        })
+    }
 }
 
 pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
@@ -158,18 +167,11 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
 
 fn login(a: LoginArgs, ctx: &Context) -> anyhow::Result<i32> {
     let now = crate::tokens::system_now();
-    oidc::check_role_arn(&a.role_arn)?;
     let config = ctx.load_config()?;
-    let registries = registries_or_config(a.registries, &config)?;
-    let tokens = oidc_tokens(
-        ctx,
-        config,
-        &a.role_arn,
-        &a.id_token_env,
-        &a.sts_region,
-        &a.duration,
-        now,
-    )?;
+    let registries = config.registries_or(a.registries)?;
+    let login = a.oidc.login(&a.role_arn, &a.duration)?;
+    let (tokens, session) = oidc::role_tokens(&ctx.env, config, &login, now)?;
+    eprintln!("ecr-auth: assumed {} as session {session}", a.role_arn);
     let got = crate::gitlab::tokens_for(&tokens, &registries).with_context(|| {
         format!(
             "cannot get ECR tokens with the credentials of {}",
@@ -196,60 +198,28 @@ fn login(a: LoginArgs, ctx: &Context) -> anyhow::Result<i32> {
         crate::tokens::format_time(expires)
     );
     if let Some(line) = &d.ci_line {
-        print_ci_line(line, &d.keys);
+        eprintln!("{}", dotenv::ci_line_advice(line, &d.keys));
     }
     Ok(0)
-}
-
-/// A token service whose AWS credentials come from the job's OIDC token
-/// (AssumeRoleWithWebIdentity). Nothing is cached on the runner's disk.
-fn oidc_tokens(
-    ctx: &Context,
-    config: crate::config::Config,
-    role_arn: &str,
-    id_token_env: &str,
-    sts_region: &str,
-    duration: &str,
-    now: i64,
-) -> anyhow::Result<Tokens> {
-    let token = oidc::job_token(&ctx.env, id_token_env, now)?;
-    let exchange = Exchange {
-        role_arn: role_arn.to_string(),
-        token,
-        session_name: oidc::session_name(&ctx.env),
-        duration_secs: oidc::duration_secs(duration)?,
-        region: sts_region.to_string(),
-    };
-    let creds = oidc::assume_role(&exchange)?;
-    eprintln!(
-        "ecr-auth: assumed {role_arn} as session {}",
-        exchange.session_name
-    );
-    // The cache key follows the session's key id.
-    let mut env = ctx.env.clone();
-    env.set("AWS_ACCESS_KEY_ID", creds.access_key_id());
-    Ok(Tokens::new(env, config)
-        .with_cache(None)
-        .with_fetcher(Box::new(AwsFetcher::with_credentials(creds))))
 }
 
 fn sync_variable(a: SyncArgs, ctx: &Context) -> anyhow::Result<i32> {
     let tokens = match &a.role_arn {
         Some(role) => {
-            oidc::check_role_arn(role)?;
-            oidc_tokens(
-                ctx,
+            // Short sessions: the variable only needs them for one sync.
+            let login = a.oidc.login(role, "15m")?;
+            let (tokens, session) = oidc::role_tokens(
+                &ctx.env,
                 ctx.load_config()?,
-                role,
-                &a.id_token_env,
-                &a.sts_region,
-                "15m",
+                &login,
                 crate::tokens::system_now(),
-            )?
+            )?;
+            eprintln!("ecr-auth: assumed {role} as session {session}");
+            tokens
         }
         None => ctx.tokens()?,
     };
-    let registries = registries_or_config(a.registries, tokens.config())?;
+    let registries = tokens.config().registries_or(a.registries)?;
     let owner = match (a.project, a.group) {
         (Some(p), _) => Owner::Project(p),
         (None, Some(g)) => Owner::Group(g),

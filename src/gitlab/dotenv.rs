@@ -201,6 +201,17 @@ pub fn check(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What to tell the user when the tokens went into per-region variables: how
+/// `.gitlab-ci.yml` rebuilds DOCKER_AUTH_CONFIG from them (no secret in it).
+pub fn ci_line_advice(line: &str, keys: &[String]) -> String {
+    format!(
+        "ecr-auth: the tokens do not fit one DOCKER_AUTH_CONFIG line under GitLab's 5 KB dotenv limit, so the file carries {}.\n\
+         ecr-auth: add this to `variables:` of the jobs that pull from ECR (gitlab-runner expands the references):\n\
+         {line}",
+        keys.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

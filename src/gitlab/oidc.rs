@@ -14,8 +14,11 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_types::region::Region;
 use base64::Engine;
 
+use crate::config::Config;
 use crate::env::Env;
 use crate::secret::Secret;
+use crate::tokens::aws::AwsFetcher;
+use crate::tokens::Tokens;
 
 pub const DEFAULT_TOKEN_VAR: &str = "GITLAB_OIDC_TOKEN";
 /// STS accepts 900 s to the role's maximum session duration (≤ 12 h).
@@ -115,18 +118,7 @@ pub fn session_name(env: &Env) -> String {
 
 /// Checks `--role-arn` before anything is sent.
 pub fn check_role_arn(arn: &str) -> Result<(), OidcError> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let ok = parts.len() == 6
-        && parts[0] == "arn"
-        && parts[1].starts_with("aws")
-        && parts[2] == "iam"
-        && parts[3].is_empty()
-        && parts[4].len() == 12
-        && parts[4].bytes().all(|b| b.is_ascii_digit())
-        && parts[5]
-            .strip_prefix("role/")
-            .is_some_and(|n| !n.is_empty());
-    if ok {
+    if crate::config::is_role_arn(arn) {
         Ok(())
     } else {
         Err(OidcError::RoleArn(arn.to_string()))
@@ -144,6 +136,43 @@ pub fn duration_secs(text: &str) -> Result<u64, OidcError> {
         return Err(OidcError::Duration(text.into()));
     }
     Ok(s)
+}
+
+/// How a job gets AWS credentials from its OIDC token.
+#[derive(Clone, Debug)]
+pub struct RoleLogin {
+    pub role_arn: String,
+    /// The variable holding the job's OIDC token (`id_tokens:`).
+    pub id_token_env: String,
+    pub sts_region: String,
+    pub duration_secs: u64,
+}
+
+/// A token service whose AWS credentials come from the job's OIDC token
+/// (AssumeRoleWithWebIdentity); nothing is cached on the runner's disk.
+/// Returns it with the STS session name, for the log.
+pub fn role_tokens(
+    env: &Env,
+    config: Config,
+    login: &RoleLogin,
+    now: i64,
+) -> Result<(Tokens, String), OidcError> {
+    check_role_arn(&login.role_arn)?;
+    let exchange = Exchange {
+        role_arn: login.role_arn.clone(),
+        token: job_token(env, &login.id_token_env, now)?,
+        session_name: session_name(env),
+        duration_secs: login.duration_secs,
+        region: login.sts_region.clone(),
+    };
+    let creds = assume_role(&exchange)?;
+    // The cache key follows the session's key id.
+    let mut env = env.clone();
+    env.set("AWS_ACCESS_KEY_ID", creds.access_key_id());
+    let tokens = Tokens::new(env, config)
+        .with_cache(None)
+        .with_fetcher(Box::new(AwsFetcher::with_credentials(creds)));
+    Ok((tokens, exchange.session_name))
 }
 
 /// Calls STS (honouring `AWS_ENDPOINT_URL`/`AWS_ENDPOINT_URL_STS`). Blocking.

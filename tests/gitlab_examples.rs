@@ -323,31 +323,6 @@ fn s2_jobs_use_the_config_json_the_runner_mounts() {
     );
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn jwt() -> String {
-    let b = |s: &str| {
-        common::base64(s.as_bytes())
-            .trim_end_matches('=')
-            .replace('+', "-")
-            .replace('/', "_")
-    };
-    format!(
-        "{}.{}.{}",
-        b(r#"{"alg":"RS256"}"#),
-        b(&format!(
-            r#"{{"sub":"project_path:team/app","exp":{}}}"#,
-            now() + 600
-        )),
-        b("sig")
-    )
-}
-
 /// Runs a pipeline's `ecr-auth gitlab ...` line the way the job would: its
 /// variables, an OIDC token under the `id_tokens:` name, AWS = moto.
 fn run_job_line(
@@ -390,7 +365,7 @@ fn run_job_line(
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", "/dev/null")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env(token_var, jwt())
+        .env(token_var, common::gitlab_jwt(common::now_unix() + 600))
         .envs(vars.iter().filter(|(k, _)| k.starts_with("ECR_AUTH_")))
         .current_dir(tmp.path())
         .args(&argv[1..]);

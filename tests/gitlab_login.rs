@@ -16,31 +16,6 @@ use common::{Moto, Registry, TempDir, TokenServer, MOTO_ACCOUNT, MOTO_PASSWORD};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/gitlab-ecr-pull";
 
-/// A JWT-shaped token like GitLab's `id_tokens` (the signature is not checked by moto).
-fn jwt(exp: i64) -> String {
-    let b = |s: &str| {
-        common::base64(s.as_bytes())
-            .trim_end_matches('=')
-            .replace('+', "-")
-            .replace('/', "_")
-    };
-    format!(
-        "{}.{}.{}",
-        b(r#"{"alg":"RS256","kid":"lab","typ":"JWT"}"#),
-        b(&format!(
-            r#"{{"iss":"https://gitlab.example.com","aud":"sts.amazonaws.com","sub":"project_path:team/app:ref_type:branch:ref:main","project_id":"42","exp":{exp}}}"#
-        )),
-        b("signature")
-    )
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A job's environment: the CI variables and the OIDC token, and no AWS
 /// credentials of any kind; AWS endpoints point at the lab.
 fn job(tmp: &TempDir, endpoints: &[(&str, &str)], token: Option<&str>) -> Command {
@@ -124,7 +99,7 @@ fn login_with_moto_sts_writes_a_dotenv_that_authenticates() {
     registry.push_test_image("team/app", "1.0", "AWS", MOTO_PASSWORD);
     let tmp = TempDir::new("login");
     let config = map_config(&tmp, &[(&registry.addr, "eu-west-1")]);
-    let token = jwt(now() + 300);
+    let token = common::gitlab_jwt(common::now_unix() + 300);
     let out = common::run(
         job(&tmp, &[("AWS_ENDPOINT_URL", &moto.endpoint)], Some(&token))
             .env("ECR_AUTH_CONFIG", &config)
@@ -154,17 +129,7 @@ fn login_with_moto_sts_writes_a_dotenv_that_authenticates() {
     assert!(out.stdout.is_empty());
 
     // moto saw exactly this exchange.
-    let data = common::http(
-        "GET",
-        &format!("{}/moto-api/data.json", moto.endpoint),
-        &[],
-        b"",
-    )
-    .unwrap()
-    .json();
-    let assumed = data["sts"]["AssumedRole"]
-        .as_array()
-        .expect("moto recorded the AssumeRole");
+    let assumed = moto.assumed_roles();
     assert_eq!(assumed.len(), 1);
     assert_eq!(assumed[0]["role_arn"], ROLE);
     assert_eq!(assumed[0]["session_name"], "gitlab-42-1001-7");
@@ -211,17 +176,21 @@ fn big_tokens_go_once_per_region_with_the_gitlab_ci_line() {
         ("AWS_ENDPOINT_URL_ECR", ts.endpoint.as_str()),
     ];
     let out = common::run(
-        job(&tmp, &endpoints, Some(&jwt(now() + 300)))
-            .env("ECR_AUTH_CONFIG", &config)
-            .env("ECR_AUTH_REGISTRIES", format!("{},{other}", registry.addr))
-            .args([
-                "gitlab",
-                "login",
-                "--role-arn",
-                ROLE,
-                "--output",
-                "auth.env",
-            ]),
+        job(
+            &tmp,
+            &endpoints,
+            Some(&common::gitlab_jwt(common::now_unix() + 300)),
+        )
+        .env("ECR_AUTH_CONFIG", &config)
+        .env("ECR_AUTH_REGISTRIES", format!("{},{other}", registry.addr))
+        .args([
+            "gitlab",
+            "login",
+            "--role-arn",
+            ROLE,
+            "--output",
+            "auth.env",
+        ]),
     );
     assert!(out.status.success(), "{}", common::output_text(&out));
     assert_eq!(
@@ -260,19 +229,23 @@ fn big_tokens_go_once_per_region_with_the_gitlab_ci_line() {
 
     // A second region does not fit in 5 KB: a clear error and no file.
     let out = common::run(
-        job(&tmp, &endpoints, Some(&jwt(now() + 300)))
-            .env("ECR_AUTH_CONFIG", &config)
-            .args([
-                "gitlab",
-                "login",
-                "--role-arn",
-                ROLE,
-                "--output",
-                "two.env",
-                "--registry",
-                &registry.addr,
-            ])
-            .args(["--registry", "210987654321.dkr.ecr.us-east-1.amazonaws.com"]),
+        job(
+            &tmp,
+            &endpoints,
+            Some(&common::gitlab_jwt(common::now_unix() + 300)),
+        )
+        .env("ECR_AUTH_CONFIG", &config)
+        .args([
+            "gitlab",
+            "login",
+            "--role-arn",
+            ROLE,
+            "--output",
+            "two.env",
+            "--registry",
+            &registry.addr,
+        ])
+        .args(["--registry", "210987654321.dkr.ecr.us-east-1.amazonaws.com"]),
     );
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
@@ -293,10 +266,10 @@ fn bad_oidc_tokens_fail_before_any_call() {
     let cases: Vec<(Option<String>, Vec<&str>, &str)> = vec![
         (None, vec![], "$GITLAB_OIDC_TOKEN is empty or unset: add `id_tokens: {GITLAB_OIDC_TOKEN: {aud: <audience>}}`"),
         (Some(String::new()), vec![], "$GITLAB_OIDC_TOKEN is empty or unset"),
-        (Some(jwt(now() - 60)), vec![], "the OIDC token in $GITLAB_OIDC_TOKEN expired at"),
+        (Some(common::gitlab_jwt(common::now_unix() - 60)), vec![], "the OIDC token in $GITLAB_OIDC_TOKEN expired at"),
         (Some("not-a-jwt".into()), vec![], "$GITLAB_OIDC_TOKEN is not a JWT"),
-        (Some(jwt(now() + 300)), vec!["--id-token-env", "MY_TOKEN"], "$MY_TOKEN is empty or unset"),
-        (Some(jwt(now() + 300)), vec!["--duration", "24h"], "--duration must be between 15m and 12h"),
+        (Some(common::gitlab_jwt(common::now_unix() + 300)), vec!["--id-token-env", "MY_TOKEN"], "$MY_TOKEN is empty or unset"),
+        (Some(common::gitlab_jwt(common::now_unix() + 300)), vec!["--duration", "24h"], "--duration must be between 15m and 12h"),
     ];
     for (token, extra, needle) in cases {
         let out = common::run(
@@ -328,14 +301,14 @@ fn refusals_are_explained_and_write_nothing() {
     let tmp = TempDir::new("login-refused");
     let ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
     let run = |endpoints: &[(&str, &str)], role: &str| {
-        let out = common::run(job(&tmp, endpoints, Some(&jwt(now() + 300))).args([
-            "gitlab",
-            "login",
-            "--role-arn",
-            role,
-            "--registry",
-            ecr,
-        ]));
+        let out = common::run(
+            job(
+                &tmp,
+                endpoints,
+                Some(&common::gitlab_jwt(common::now_unix() + 300)),
+            )
+            .args(["gitlab", "login", "--role-arn", role, "--registry", ecr]),
+        );
         assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
         assert!(!tmp.join("ecr-auth.env").exists());
         String::from_utf8_lossy(&out.stderr).into_owned()

@@ -569,26 +569,6 @@ fn every_retries_with_backoff_and_stops_on_sigterm() {
     );
 }
 
-fn jwt() -> String {
-    let b = |s: &str| {
-        common::base64(s.as_bytes())
-            .trim_end_matches('=')
-            .replace('+', "-")
-            .replace('/', "_")
-    };
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    format!(
-        "{}.{}.{}",
-        b(r#"{"alg":"RS256"}"#),
-        b(&format!(r#"{{"sub":"project_path:team/app","exp":{exp}}}"#)),
-        b("sig")
-    )
-}
-
 #[test]
 fn a_scheduled_job_syncs_with_its_oidc_token() {
     // As in examples/gitlab/gitlab-ci/refresh-variable.gitlab-ci.yml: no AWS
@@ -610,7 +590,10 @@ fn a_scheduled_job_syncs_with_its_oidc_token() {
             .env("CI_PROJECT_ID", "42")
             .env("CI_API_V4_URL", format!("{}/api/v4", gitlab.url))
             .env("GITLAB_TOKEN", TOKEN)
-            .env("GITLAB_OIDC_TOKEN", jwt())
+            .env(
+                "GITLAB_OIDC_TOKEN",
+                common::gitlab_jwt(common::now_unix() + 600),
+            )
             .env(
                 "ECR_AUTH_ROLE_ARN",
                 "arn:aws:iam::123456789012:role/gitlab-ecr-pull",
@@ -632,16 +615,8 @@ fn a_scheduled_job_syncs_with_its_oidc_token() {
         .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&v.value).unwrap();
     assert_eq!(doc["auths"][ECR]["auth"], auth_of(&ts.password()));
-    let data = common::http(
-        "GET",
-        &format!("{}/moto-api/data.json", moto.endpoint),
-        &[],
-        b"",
-    )
-    .unwrap()
-    .json();
     assert_eq!(
-        data["sts"]["AssumedRole"][0]["role_arn"],
+        moto.assumed_roles()[0]["role_arn"],
         "arn:aws:iam::123456789012:role/gitlab-ecr-pull"
     );
     // A job's OIDC token dies with the job: no daemon on it.

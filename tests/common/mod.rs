@@ -287,3 +287,31 @@ pub fn static_bin() -> PathBuf {
     assert!(bin.is_file(), "{} missing after the build", bin.display());
     bin
 }
+
+/// Unix seconds now.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// A JWT-shaped token like GitLab's `id_tokens`, expiring at `exp` (unix
+/// seconds). Its signature is not real: moto's STS does not check it, and
+/// ecr-auth only reads `exp` before sending it.
+pub fn gitlab_jwt(exp: i64) -> String {
+    let b = |s: &str| {
+        base64(s.as_bytes())
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    };
+    format!(
+        "{}.{}.{}",
+        b(r#"{"alg":"RS256","kid":"lab","typ":"JWT"}"#),
+        b(&format!(
+            r#"{{"iss":"https://gitlab.example.com","aud":"sts.amazonaws.com","sub":"project_path:team/app:ref_type:branch:ref:main","project_id":"42","exp":{exp}}}"#
+        )),
+        b("signature")
+    )
+}

@@ -65,6 +65,23 @@ impl Moto {
     }
 
     /// Forgets every resource moto holds (roles, repositories, ...).
+    /// The STS AssumeRole(WithWebIdentity) calls moto recorded, oldest first
+    /// (`role_arn`, `session_name`, ...), from its `/moto-api/data.json`.
+    pub fn assumed_roles(&self) -> Vec<serde_json::Value> {
+        let data = super::http(
+            "GET",
+            &format!("{}/moto-api/data.json", self.endpoint),
+            &[],
+            b"",
+        )
+        .unwrap_or_else(|e| panic!("moto data.json: {e}"))
+        .json();
+        data["sts"]["AssumedRole"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn reset(&self) {
         let r = super::http(
             "POST",

@@ -37,15 +37,8 @@ pub enum Target {
 /// What both targets share: which registries, and how.
 #[derive(clap::Args, Debug)]
 pub struct WiringArgs {
-    /// An ECR registry host to send to the helper (repeat, or comma-separate).
-    /// Default: every registry in the ecr-auth config file.
-    #[arg(
-        long = "registry",
-        value_name = "HOST",
-        env = "ECR_AUTH_REGISTRIES",
-        value_delimiter = ','
-    )]
-    pub registries: Vec<String>,
+    #[command(flatten)]
+    pub registries: super::RegistryArgs,
     /// Send every registry to the helper (`credsStore`) instead of listing them (`credHelpers`).
     #[arg(long)]
     pub creds_store: bool,
@@ -278,25 +271,11 @@ fn wiring(a: &WiringArgs, config: &Config) -> anyhow::Result<Wiring> {
             helper: a.helper.clone(),
         });
     }
-    let given: Vec<String> = a
-        .registries
-        .iter()
-        .filter(|r| !r.trim().is_empty())
-        .cloned()
-        .collect();
-    let names = if given.is_empty() {
-        config
-            .registries
-            .iter()
-            .map(|r| r.host.to_string())
-            .collect::<Vec<_>>()
-    } else {
-        given
-    };
-    anyhow::ensure!(
-        !names.is_empty(),
-        "no registries: name them with --registry HOST (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com), list them in the ecr-auth config file, or use --creds-store to send every registry to the helper"
-    );
+    let names = config.registries_or(a.registries.hosts.clone()).map_err(|_| {
+        anyhow::anyhow!(
+            "no registries: name them with --registry HOST (e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com), list them in the ecr-auth config file, or use --creds-store to send every registry to the helper"
+        )
+    })?;
     let mut hosts: Vec<String> = Vec::new();
     for n in names {
         let host = Host::parse(&n)?;

@@ -37,14 +37,8 @@ pub struct LoginArgs {
     /// The IAM role that trusts GitLab's OIDC provider.
     #[arg(long, value_name = "ARN", env = "ECR_AUTH_ROLE_ARN")]
     pub role_arn: String,
-    /// An ECR registry host (repeat, or comma-separate). Default: the ecr-auth config file's.
-    #[arg(
-        long = "registry",
-        value_name = "HOST",
-        env = "ECR_AUTH_REGISTRIES",
-        value_delimiter = ','
-    )]
-    pub registries: Vec<String>,
+    #[command(flatten)]
+    pub registries: super::RegistryArgs,
     #[command(flatten)]
     pub oidc: OidcArgs,
     /// How long the role session lasts (15m to 12h, at most the role's maximum).
@@ -85,14 +79,8 @@ pub struct SyncArgs {
         env = "ECR_AUTH_VARIABLE_KEY"
     )]
     pub key: String,
-    /// An ECR registry host (repeat, or comma-separate). Default: the ecr-auth config file's.
-    #[arg(
-        long = "registry",
-        value_name = "HOST",
-        env = "ECR_AUTH_REGISTRIES",
-        value_delimiter = ','
-    )]
-    pub registries: Vec<String>,
+    #[command(flatten)]
+    pub registries: super::RegistryArgs,
     /// GitLab's API root (in a job, $CI_API_V4_URL).
     #[arg(long, value_name = "URL", env = "CI_API_V4_URL", default_value = DEFAULT_URL)]
     pub gitlab_url: String,
@@ -168,7 +156,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
 fn login(a: LoginArgs, ctx: &Context) -> anyhow::Result<i32> {
     let now = crate::tokens::system_now();
     let config = ctx.load_config()?;
-    let registries = config.registries_or(a.registries)?;
+    let registries = config.registries_or(a.registries.hosts)?;
     let login = a.oidc.login(&a.role_arn, &a.duration)?;
     let (tokens, session) = oidc::role_tokens(&ctx.env, config, &login, now)?;
     eprintln!("ecr-auth: assumed {} as session {session}", a.role_arn);
@@ -219,7 +207,7 @@ fn sync_variable(a: SyncArgs, ctx: &Context) -> anyhow::Result<i32> {
         }
         None => ctx.tokens()?,
     };
-    let registries = tokens.config().registries_or(a.registries)?;
+    let registries = tokens.config().registries_or(a.registries.hosts)?;
     let owner = match (a.project, a.group) {
         (Some(p), _) => Owner::Project(p),
         (None, Some(g)) => Owner::Group(g),

@@ -59,6 +59,20 @@ pub enum Command {
     Version,
 }
 
+/// `--registry HOST` as the GitLab and configure commands take it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// An ECR registry host (repeat, or comma-separate). Default: every
+    /// registry in the ecr-auth config file.
+    #[arg(
+        long = "registry",
+        value_name = "HOST",
+        env = "ECR_AUTH_REGISTRIES",
+        value_delimiter = ','
+    )]
+    pub hosts: Vec<String>,
+}
+
 /// What every command starts from: the environment and the config file choice.
 pub struct Context {
     pub env: Env,

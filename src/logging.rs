@@ -91,3 +91,46 @@ pub fn init(env: &Env, format: Format) {
     // A second init (tests, or a caller that set one up) keeps the first.
     let _ = result;
 }
+
+/// A `Write` for diagnostics written line by line (the credential helper's
+/// stderr): each line becomes a `warn` event, so it follows `ECR_AUTH_LOG`
+/// and lands in `ECR_AUTH_LOG_FILE` when that is set — where gitlab-runner,
+/// which swallows a helper's stderr, cannot lose it.
+#[derive(Default)]
+pub struct Diagnostics {
+    pending: Vec<u8>,
+}
+
+impl Diagnostics {
+    fn emit(&mut self, upto: usize) {
+        let line: Vec<u8> = self.pending.drain(..upto).collect();
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            tracing::warn!("{text}");
+        }
+    }
+}
+
+impl std::io::Write for Diagnostics {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+            self.emit(i + 1);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let n = self.pending.len();
+        self.emit(n);
+        Ok(())
+    }
+}
+
+impl Drop for Diagnostics {
+    fn drop(&mut self) {
+        let n = self.pending.len();
+        self.emit(n);
+    }
+}

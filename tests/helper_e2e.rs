@@ -418,6 +418,24 @@ fn non_ecr_hosts_garbled_stdin_and_list() {
             stderr(&o)
         );
     }
+    // gitlab-runner swallows a helper's stderr: with ECR_AUTH_LOG_FILE the
+    // reason lands in that file instead.
+    let log_file = lab.tmp.join("helper.log");
+    let mut cmd = Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));
+    let o = feed(
+        lab.env(&mut cmd)
+            .env("ECR_AUTH_LOG_FILE", &log_file)
+            .arg("get"),
+        "docker.io",
+    );
+    assert_eq!(stdout(&o), NOT_FOUND);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let logged = fs::read_to_string(&log_file).unwrap();
+    assert!(
+        logged.contains("docker.io is not an Amazon ECR registry"),
+        "{logged}"
+    );
+
     let o = lab.helper("get", "\u{0}\u{7f}\u{1b}[31m garbage\n");
     assert_eq!(o.status.code(), Some(1));
     let mut cmd = Command::new(helper_path_dir(lab.tmp.path()).join("docker-credential-ecr-login"));

@@ -15,7 +15,9 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
 
 pub fn run_verb(verb: &str, ctx: &Context) -> i32 {
     let stdin = std::io::stdin();
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let mut out = std::io::stdout();
+    // The helper's diagnostics go through the logger: stderr, or the log file.
+    let mut err = crate::logging::Diagnostics::default();
     let ignore = ctx.env.flag("AWS_ECR_IGNORE_CREDS_STORAGE");
     match ctx.tokens() {
         Ok(tokens) => {
@@ -26,7 +28,7 @@ pub fn run_verb(verb: &str, ctx: &Context) -> i32 {
             // protocol wants, so `docker pull` shows it.
             let message = format!("ecr-auth: {}", super::report(&e));
             println!("{message}");
-            eprintln!("{message}");
+            tracing::error!("{message}");
             1
         }
     }

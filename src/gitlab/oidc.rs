@@ -166,7 +166,8 @@ pub fn role_tokens(
         region: login.sts_region.clone(),
     };
     let creds = assume_role(&exchange)?;
-    // The cache key follows the session's key id.
+    // Keys the in-process grouping of requests by this session's identity
+    // (there is no cache here), without reading any AWS profile files.
     let mut env = env.clone();
     env.set("AWS_ACCESS_KEY_ID", creds.access_key_id());
     let tokens = Tokens::new(env, config)

@@ -1,13 +1,11 @@
 //! `ecr-auth swarm refresh --once` against a real one-node Swarm (Docker 20.10), a real
 //! registry that accepts only the current ECR password, and the lab token endpoint.
 
-mod common;
-mod swarm_support;
-
+use crate::common;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use swarm_support::{wait_until, Lab, CONVERGE};
+use crate::swarm_support::{wait_until, Lab, CONVERGE};
 
 /// The scenario of the issue: a service deployed with auth that then goes stale. After
 /// the password rotates, a new task on a node without the image can't pull; after one

@@ -3,9 +3,7 @@
 //! rotation, a private dockerd (FROM-scratch busybox, host network, pulls, Swarm), podman
 //! and skopeo. Everything listens on 127.0.0.1 only. A missing program fails the test.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn now() -> f64 {

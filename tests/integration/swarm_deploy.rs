@@ -9,10 +9,8 @@
 //! ECR, and metrics on 127.0.0.1. The static binary comes from `scripts/build-static`
 //! (run by `scripts/test` before the tests); `ECR_AUTH_STATIC_BIN` overrides its path.
 
-mod common;
-mod swarm_support;
-
-use swarm_support::{get, metric, wait_until, Lab, ACCOUNT, CONVERGE, REGION};
+use crate::common;
+use crate::swarm_support::{get, metric, wait_until, Lab, ACCOUNT, CONVERGE, REGION};
 
 #[test]
 fn the_example_stack_refreshes_services() {

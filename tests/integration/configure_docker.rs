@@ -4,13 +4,12 @@
 //! `credHelpers` of auth.json and pull from the lab registry through the helper
 //! (tokens from moto; the lab host is mapped to ECR by the ecr-auth config).
 
-mod common;
-
+use crate::common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Moto, Registry, TempDir, MOTO_ACCOUNT, MOTO_PASSWORD};
+use crate::common::{Moto, Registry, TempDir, MOTO_ACCOUNT, MOTO_PASSWORD};
 
 const EXISTING: &str = r#"{
 	"auths": {

@@ -2,10 +2,8 @@
 //! `--watch-events`, `--every` across a dockerd restart, SIGTERM, `/metrics` and
 //! `/healthz`.
 
-mod common;
-mod swarm_support;
-
-use swarm_support::{get, metric, wait_until, Lab, CONVERGE};
+use crate::common;
+use crate::swarm_support::{get, metric, wait_until, Lab, CONVERGE};
 
 fn metrics_url(port: u16, path: &str) -> String {
     format!("http://127.0.0.1:{port}{path}")

@@ -7,12 +7,11 @@
 //! it, as the runner would, then authenticates against the lab registry with
 //! skopeo.
 
-mod common;
-
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Moto, Registry, TempDir, TokenServer, MOTO_ACCOUNT, MOTO_PASSWORD};
+use crate::common::{Moto, Registry, TempDir, TokenServer, MOTO_ACCOUNT, MOTO_PASSWORD};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/gitlab-ecr-pull";
 

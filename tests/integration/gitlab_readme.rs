@@ -5,11 +5,10 @@
 //! tested example file (run against moto in tests/gitlab_examples.rs) and its
 //! trust policy matches the pipeline's audience.
 
-mod common;
-
+use crate::common;
 use std::process::Command;
 
-use common::TempDir;
+use crate::common::TempDir;
 
 struct Block {
     lang: String,

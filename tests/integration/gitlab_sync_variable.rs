@@ -15,8 +15,7 @@
 //! GitLab that applies the character rule to raw values too. Everything else
 //! in these tests is real: the binary, and ECR tokens from the lab token server.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,7 +23,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TempDir, TokenServer};
+use crate::common::{TempDir, TokenServer};
 
 const ECR: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 const TOKEN: &str = "glpat-lab-0123456789abcdef";

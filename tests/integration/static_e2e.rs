@@ -5,11 +5,10 @@
 //! The binary comes from `scripts/build-static` (run by `scripts/test` before the
 //! tests); `ECR_AUTH_STATIC_BIN` overrides its path.
 
-mod common;
-
+use crate::common;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// The environment the helper gets inside the container (`-e` names only: the
 /// values come from the docker CLI's own environment, so no secret is in argv).

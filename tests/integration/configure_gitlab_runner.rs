@@ -7,8 +7,7 @@
 //! `ECR_AUTH_UPDATE_GOLDEN=1 cargo test --test configure_gitlab_runner` rewrites
 //! the expected files (review the diff before committing).
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -2,13 +2,12 @@
 //! dotenv file, against the lab token server (real-sized tokens, call
 //! counters) and a registry that accepts only its current password.
 
-mod common;
-
+use crate::common;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use common::{Registry, TempDir, TokenServer, MOTO_ACCOUNT};
+use crate::common::{Registry, TempDir, TokenServer, MOTO_ACCOUNT};
 
 const OTHER_EU: &str = "210987654321.dkr.ecr.eu-west-1.amazonaws.com";
 const US: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";

@@ -6,13 +6,11 @@
 //! The measured binary is `$ECR_AUTH_BENCH_BIN` (scripts/bench-swarm passes the static
 //! release build), else the test build.
 
-mod common;
-mod swarm_support;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
-use common::{Dockerd, Registry, TempDir, TokenServer};
-use swarm_support::wait_until;
+use crate::common::{Dockerd, Registry, TempDir, TokenServer};
+use crate::swarm_support::wait_until;
 
 const SERVICES: usize = 100;
 const REGIONS: [&str; 2] = ["eu-west-1", "us-east-1"];

@@ -6,15 +6,13 @@
 //! Each pull test first shows the pull failing without the helper, so a pass
 //! means the helper answered.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 
 const ACCOUNT: &str = "123456789012";
 const NOT_FOUND: &str = "credentials not found in native keychain\n";

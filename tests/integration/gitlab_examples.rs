@@ -7,13 +7,12 @@
 //!
 //! `ECR_AUTH_UPDATE_GOLDEN=1` rewrites runner/config.toml and runner/job-docker-config.json.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Moto, TempDir};
+use crate::common::{Moto, TempDir};
 
 /// Where the example runner lives on its host, in the example files.
 const SRV: &str = "/srv/gitlab-runner";

@@ -13,12 +13,11 @@
 //!   static docker CLI mounted into the job (as in Docker-in-Docker) pulls through
 //!   the mounted config.json.
 
-mod common;
-
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Dockerd, Moto, Registry, TempDir, MOTO_ACCOUNT, MOTO_PASSWORD};
+use crate::common::{Dockerd, Moto, Registry, TempDir, MOTO_ACCOUNT, MOTO_PASSWORD};
 
 fn ecr_auth_config(dir: &Path, registry: &Registry) -> PathBuf {
     let path = dir.join("ecr-auth.toml");

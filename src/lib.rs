@@ -3,10 +3,14 @@
 //! One core, many faces: every command turns a registry host into an ECR token
 //! through [`tokens::Tokens`] and only formats the result its own way.
 
+pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dockercfg;
+pub mod duration;
 pub mod env;
+pub mod files;
 pub mod gitlab;
 pub mod helper;
 pub mod install;

@@ -170,9 +170,10 @@ pub fn role_tokens(
     // (there is no cache here), without reading any AWS profile files.
     let mut env = env.clone();
     env.set("AWS_ACCESS_KEY_ID", creds.access_key_id());
-    let tokens = Tokens::new(env, config)
-        .with_cache(None)
-        .with_fetcher(Box::new(AwsFetcher::with_credentials(creds)));
+    let tokens = Tokens::builder(env, config)
+        .cache(None)
+        .fetcher(Box::new(AwsFetcher::with_credentials(creds)))
+        .build();
     Ok((tokens, exchange.session_name))
 }
 

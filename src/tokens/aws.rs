@@ -16,8 +16,9 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_types::region::Region;
 use base64::Engine;
 
-use super::{Fetch, FetchRequest, Fetched, TokenError};
+use super::{Fetch, FetchRequest, Fetched, TokenError, WebIdentity};
 use crate::config::CredentialSource;
+use crate::env::Env;
 use crate::registry::Target;
 
 /// The sources of the default chain, for the "no credentials" message.
@@ -33,14 +34,27 @@ EC2 instance metadata (IMDSv2)";
 /// from explicit credentials instead: `ecr-auth gitlab login` gets them from
 /// AssumeRoleWithWebIdentity and they exist only in that process. Either way a
 /// registry's configured `role_arn` is assumed from the base credentials.
-#[derive(Default)]
 pub struct AwsFetcher {
+    #[allow(dead_code)]
+    env: Env,
+    #[allow(dead_code)]
+    web_identity: Option<WebIdentity>,
     base: Option<Credentials>,
 }
 
 impl AwsFetcher {
+    pub fn new(env: Env, web_identity: Option<WebIdentity>) -> AwsFetcher {
+        AwsFetcher {
+            env,
+            web_identity,
+            base: None,
+        }
+    }
+
     pub fn with_credentials(credentials: Credentials) -> AwsFetcher {
         AwsFetcher {
+            env: Env::default(),
+            web_identity: None,
             base: Some(credentials),
         }
     }

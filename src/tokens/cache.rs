@@ -50,8 +50,7 @@ impl std::fmt::Debug for CachedToken {
 impl CachedToken {
     /// Refreshed at half its life, like the Go helper.
     pub fn is_fresh(&self, now: i64) -> bool {
-        let half = self.issued_at + (self.expires_at - self.issued_at) / 2;
-        now < half && now < self.expires_at
+        now < super::refresh_at(self.issued_at, self.expires_at) && now < self.expires_at
     }
 
     pub fn is_valid(&self, now: i64) -> bool {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use super::WebIdentity;
 use crate::config::CredentialSource;
 use crate::env::Env;
 use crate::registry::Target;
@@ -26,17 +27,34 @@ const ENDPOINT_VARS: &[&str] = &[
 ];
 
 /// The cache key for a token: hex SHA-256 (first 128 bits) of identity and scope.
-pub fn cache_key(env: &Env, creds: &CredentialSource, target: &Target) -> String {
+pub fn cache_key(
+    env: &Env,
+    base: Option<&WebIdentity>,
+    creds: &CredentialSource,
+    target: &Target,
+) -> String {
     let mut h = Sha256::new();
     feed(&mut h, "scope", &target.scope());
-    feed_identity(&mut h, env, creds);
-    hex::encode(&h.finalize()[..16])
-}
-
-/// The identity part alone, for grouping requests that can share credentials.
-pub fn identity_key(env: &Env, creds: &CredentialSource) -> String {
-    let mut h = Sha256::new();
-    feed_identity(&mut h, env, creds);
+    match base {
+        // The web identity replaces the whole default chain.
+        Some(w) => {
+            feed(&mut h, "web-identity-role", &w.role_arn);
+            feed(
+                &mut h,
+                "web-identity-token",
+                &hex::encode(Sha256::digest(w.token.expose().as_bytes())),
+            );
+            if let Some(role) = &creds.role_arn {
+                feed(&mut h, "role", role);
+            }
+            for var in ENDPOINT_VARS {
+                if let Some(v) = env.get(var) {
+                    feed(&mut h, var, v);
+                }
+            }
+        }
+        None => feed_identity(&mut h, env, creds),
+    }
     hex::encode(&h.finalize()[..16])
 }
 
@@ -121,22 +139,22 @@ mod tests {
         let a = Env::from_pairs([("HOME", home), ("AWS_ACCESS_KEY_ID", "AKIAAAAA")]);
         let b = Env::from_pairs([("HOME", home), ("AWS_ACCESS_KEY_ID", "AKIABBBB")]);
         let none = CredentialSource::default();
-        let k = cache_key(&a, &none, &t("eu-west-1"));
+        let k = cache_key(&a, None, &none, &t("eu-west-1"));
         assert_eq!(k.len(), 32);
-        assert_eq!(k, cache_key(&a, &none, &t("eu-west-1")));
+        assert_eq!(k, cache_key(&a, None, &none, &t("eu-west-1")));
         // another account in the same region shares the token
         let other = Target::private("210987654321", "eu-west-1", false).unwrap();
-        assert_eq!(k, cache_key(&a, &none, &other));
-        assert_ne!(k, cache_key(&b, &none, &t("eu-west-1")));
-        assert_ne!(k, cache_key(&a, &none, &t("us-east-1")));
+        assert_eq!(k, cache_key(&a, None, &none, &other));
+        assert_ne!(k, cache_key(&b, None, &none, &t("eu-west-1")));
+        assert_ne!(k, cache_key(&a, None, &none, &t("us-east-1")));
         let role = CredentialSource {
             role_arn: Some("arn:aws:iam::1:role/x".into()),
             profile: None,
         };
-        assert_ne!(k, cache_key(&a, &role, &t("eu-west-1")));
+        assert_ne!(k, cache_key(&a, None, &role, &t("eu-west-1")));
         let mut moto = a.clone();
         moto.set("AWS_ENDPOINT_URL", "http://127.0.0.1:5000");
-        assert_ne!(k, cache_key(&moto, &none, &t("eu-west-1")));
+        assert_ne!(k, cache_key(&moto, None, &none, &t("eu-west-1")));
         // the access key id itself never appears in the key
         assert!(!k.contains("AKIA"));
     }
@@ -150,16 +168,16 @@ mod tests {
             ("AWS_PROFILE", "prod"),
         ]);
         let none = CredentialSource::default();
-        let before = cache_key(&env, &none, &t("eu-west-1"));
+        let before = cache_key(&env, None, &none, &t("eu-west-1"));
         std::fs::write(
             tmp.path().join(".aws/config"),
             "[profile prod]\nrole_arn=x\n",
         )
         .unwrap();
-        let after = cache_key(&env, &none, &t("eu-west-1"));
+        let after = cache_key(&env, None, &none, &t("eu-west-1"));
         assert_ne!(before, after);
         let mut dev = env.clone();
         dev.set("AWS_PROFILE", "dev");
-        assert_ne!(after, cache_key(&dev, &none, &t("eu-west-1")));
+        assert_ne!(after, cache_key(&dev, None, &none, &t("eu-west-1")));
     }
 }

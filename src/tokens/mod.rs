@@ -10,12 +10,14 @@
 pub mod aws;
 pub mod cache;
 pub mod identity;
+mod memory;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::Engine;
 
+use crate::clock::SharedClock;
 use crate::config::{Config, CredentialSource, Resolved};
 use crate::env::Env;
 use crate::registry::{Host, RegistryError, Target};
@@ -48,7 +50,18 @@ pub enum Origin {
     StaleCache,
 }
 
+/// When a token should be replaced: half-way through its life (as the Go helper
+/// does). The one copy of this rule: the cache, the daemons and the broker use it.
+pub fn refresh_at(issued_at: i64, expires_at: i64) -> i64 {
+    issued_at + (expires_at - issued_at) / 2
+}
+
 impl AuthToken {
+    /// When this token should be replaced (see [`refresh_at`]).
+    pub fn refresh_at(&self) -> i64 {
+        refresh_at(self.issued_at, self.expires_at)
+    }
+
     /// `base64("AWS:<password>")`: the `auth` field of a Docker config, and what
     /// ECR's `authorizationToken` is.
     pub fn basic_auth(&self) -> Secret<String> {
@@ -102,6 +115,9 @@ pub struct FetchRequest {
     pub key: String,
     pub target: Target,
     pub creds: CredentialSource,
+    /// How long this fetch may take in all: the refresh budget when a valid
+    /// cached token can be served instead, else the cold deadline.
+    pub deadline: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -118,49 +134,188 @@ pub trait Fetch: Send + Sync {
     fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>>;
 }
 
-pub type Clock = fn() -> i64;
-
+/// The system clock's now (unix seconds), for code that has no injected clock yet.
 pub fn system_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::Clock::now(&crate::clock::SystemClock)
+}
+
+/// How long AWS may take. A refresh of a token that is still valid gets the
+/// short `refresh_budget` (then the cached token is served); a cold fetch, with
+/// its credential lookup and retries, one overall `cold_deadline`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub refresh_budget: Duration,
+    pub cold_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            refresh_budget: Duration::from_secs(2),
+            cold_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Limits {
+    /// `ECR_AUTH_TIMEOUT` (cold deadline) and `ECR_AUTH_REFRESH_TIMEOUT` (refresh
+    /// budget) override the defaults; an unreadable value is reported and ignored.
+    pub fn from_env(env: &Env) -> Limits {
+        let mut l = Limits::default();
+        for (var, slot) in [
+            ("ECR_AUTH_TIMEOUT", &mut l.cold_deadline),
+            ("ECR_AUTH_REFRESH_TIMEOUT", &mut l.refresh_budget),
+        ] {
+            if let Some(v) = env.get(var) {
+                match crate::duration::parse(v) {
+                    Ok(d) if !d.is_zero() => *slot = d,
+                    Ok(_) => {
+                        tracing::warn!("{var}=0 is ignored: a deadline must be longer than zero")
+                    }
+                    Err(e) => tracing::warn!("{var}: {e}; using the default"),
+                }
+            }
+        }
+        l
+    }
+}
+
+/// The GitLab OIDC web identity as a credential source: the job's `id_tokens:`
+/// JWT exchanged with STS AssumeRoleWithWebIdentity for the role's credentials.
+#[derive(Clone)]
+pub struct WebIdentity {
+    pub role_arn: String,
+    pub token: Secret<String>,
+    pub session_name: String,
+    pub duration_secs: u64,
+    /// The region of the STS endpoint.
+    pub sts_region: String,
+}
+
+impl std::fmt::Debug for WebIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebIdentity")
+            .field("role_arn", &self.role_arn)
+            .field("session_name", &self.session_name)
+            .field("duration_secs", &self.duration_secs)
+            .field("sts_region", &self.sts_region)
+            .finish()
+    }
 }
 
 pub struct Tokens {
     env: Env,
     config: Config,
     cache: Option<Cache>,
+    memory: Option<memory::Memory>,
     fetcher: Box<dyn Fetch>,
-    clock: Clock,
+    clock: SharedClock,
+    base: Option<WebIdentity>,
+    limits: Limits,
+}
+
+/// Builds a [`Tokens`]: everything a token depends on is handed in here.
+pub struct Builder {
+    env: Env,
+    config: Config,
+    cache: Option<Option<Cache>>,
+    memory: bool,
+    fetcher: Option<Box<dyn Fetch>>,
+    clock: SharedClock,
+    base: Option<WebIdentity>,
+    limits: Option<Limits>,
+}
+
+impl Builder {
+    /// The on-disk cache; default: the one the environment names
+    /// (`ECR_AUTH_CACHE_DIR`, XDG), none with `AWS_ECR_DISABLE_CACHE`.
+    pub fn cache(mut self, cache: Option<Cache>) -> Builder {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Keep tokens in memory too, with single-flight per (identity, region): for
+    /// the daemons, which ask again and again from many threads.
+    pub fn in_memory(mut self) -> Builder {
+        self.memory = true;
+        self
+    }
+
+    /// Where tokens come from on a miss; default: AWS, through the SDK, with the
+    /// builder's environment.
+    pub fn fetcher(mut self, fetcher: Box<dyn Fetch>) -> Builder {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    pub fn clock(mut self, clock: SharedClock) -> Builder {
+        self.clock = clock;
+        self
+    }
+
+    /// The base identity: a web identity token instead of the AWS default chain.
+    pub fn web_identity(mut self, identity: WebIdentity) -> Builder {
+        self.base = Some(identity);
+        self
+    }
+
+    /// Deadlines; default: [`Limits::from_env`].
+    pub fn limits(mut self, limits: Limits) -> Builder {
+        self.limits = Some(limits);
+        self
+    }
+
+    pub fn build(self) -> Tokens {
+        let cache = match self.cache {
+            Some(c) => c,
+            None => Cache::from_env(&self.env),
+        };
+        let limits = self.limits.unwrap_or_else(|| Limits::from_env(&self.env));
+        let fetcher = self
+            .fetcher
+            .unwrap_or_else(|| Box::new(aws::AwsFetcher::new(self.env.clone(), self.base.clone())));
+        Tokens {
+            env: self.env,
+            config: self.config,
+            cache,
+            memory: self.memory.then(memory::Memory::default),
+            fetcher,
+            clock: self.clock,
+            base: self.base,
+            limits,
+        }
+    }
 }
 
 impl Tokens {
-    /// The service as the CLI uses it: real AWS, the cache from the environment.
-    pub fn new(env: Env, config: Config) -> Tokens {
-        let cache = Cache::from_env(&env);
-        Tokens {
+    pub fn builder(env: Env, config: Config) -> Builder {
+        Builder {
             env,
             config,
-            cache,
-            fetcher: Box::new(aws::AwsFetcher::default()),
-            clock: system_now,
+            cache: None,
+            memory: false,
+            fetcher: None,
+            clock: crate::clock::system(),
+            base: None,
+            limits: None,
         }
     }
 
-    pub fn with_fetcher(mut self, fetcher: Box<dyn Fetch>) -> Tokens {
-        self.fetcher = fetcher;
-        self
+    /// The service as the CLI uses it: real AWS, the cache from the environment.
+    pub fn new(env: Env, config: Config) -> Tokens {
+        Tokens::builder(env, config).build()
     }
 
-    pub fn with_cache(mut self, cache: Option<Cache>) -> Tokens {
-        self.cache = cache;
-        self
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
-    pub fn with_clock(mut self, clock: Clock) -> Tokens {
-        self.clock = clock;
-        self
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     pub fn config(&self) -> &Config {
@@ -213,10 +368,10 @@ impl Tokens {
     ///
     /// Blocking: from async code call it inside `spawn_blocking`.
     pub fn get_many(&self, registries: &[Resolved]) -> Vec<Result<AuthToken, TokenError>> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let keys: Vec<String> = registries
             .iter()
-            .map(|r| identity::cache_key(&self.env, &r.creds, &r.target))
+            .map(|r| identity::cache_key(&self.env, self.base.as_ref(), &r.creds, &r.target))
             .collect();
         // One slot per distinct key: its request and, later, its result.
         let mut slots: BTreeMap<&str, Slot> = BTreeMap::new();
@@ -226,6 +381,7 @@ impl Tokens {
                     key: key.clone(),
                     target: r.target.clone(),
                     creds: r.creds.clone(),
+                    deadline: self.limits.cold_deadline,
                 },
                 hosts: Vec::new(),
                 cached: None,
@@ -235,9 +391,9 @@ impl Tokens {
         }
 
         // Warm path: fresh entries need nothing else.
-        if let Some(cache) = &self.cache {
-            for slot in slots.values_mut() {
-                slot.cached = cache.load(&slot.request.key);
+        for slot in slots.values_mut() {
+            slot.cached = self.load(&slot.request.key);
+            {
                 if let Some(c) = slot.cached.as_ref().filter(|c| c.is_fresh(now)) {
                     tracing::debug!(
                         "using the cached ECR token for {}, valid until {}",
@@ -252,27 +408,45 @@ impl Tokens {
         // Cold path: lock the misses (in key order, so two processes can't
         // deadlock), re-check — someone may have fetched while we waited — and
         // fetch what is still missing.
+        let flights: Vec<_> = match &self.memory {
+            Some(m) => slots
+                .values()
+                .filter(|s| s.result.is_none())
+                .map(|s| m.flight(&s.request.key))
+                .collect(),
+            None => Vec::new(),
+        };
+        let _flying: Vec<_> = flights.iter().map(|f| memory::lock(f)).collect();
         let mut _locks = Vec::new();
-        if let Some(cache) = &self.cache {
+        {
             for slot in slots.values_mut().filter(|s| s.result.is_none()) {
-                match cache.lock(&slot.request.key) {
-                    Ok(lock) => _locks.push(lock),
-                    Err(e) => tracing::warn!(
-                        "cannot lock the token cache in {}: {e}; fetching without it",
-                        cache.dir().display()
-                    ),
+                if let Some(cache) = &self.cache {
+                    match cache.lock(&slot.request.key) {
+                        Ok(lock) => _locks.push(lock),
+                        Err(e) => tracing::warn!(
+                            "cannot lock the token cache in {}: {e}; fetching without it",
+                            cache.dir().display()
+                        ),
+                    }
                 }
-                slot.cached = cache.load(&slot.request.key).or(slot.cached.take());
-                let now = (self.clock)();
+                slot.cached = self.load(&slot.request.key).or(slot.cached.take());
+                let now = self.clock.now();
                 if let Some(c) = slot.cached.as_ref().filter(|c| c.is_fresh(now)) {
                     slot.result = Some(Ok((c.clone(), Origin::Cache)));
                 }
             }
         }
+        let now = self.clock.now();
         let missing: Vec<FetchRequest> = slots
             .values()
             .filter(|s| s.result.is_none())
-            .map(|s| s.request.clone())
+            .map(|s| {
+                let mut r = s.request.clone();
+                if s.cached.as_ref().is_some_and(|c| c.is_valid(now)) {
+                    r.deadline = self.limits.refresh_budget.min(self.limits.cold_deadline);
+                }
+                r
+            })
             .collect();
         if !missing.is_empty() {
             tracing::debug!(
@@ -284,7 +458,7 @@ impl Tokens {
                     .join(", ")
             );
             let fetched = self.fetcher.fetch(&missing);
-            let now = (self.clock)();
+            let now = self.clock.now();
             for (req, result) in missing.iter().zip(fetched) {
                 let slot = slots.get_mut(req.key.as_str()).expect("slot per request");
                 slot.result = Some(self.settle(slot, result, now));
@@ -356,6 +530,9 @@ impl Tokens {
                         req.target.scope(),
                         format_time(entry.expires_at)
                     );
+                    if let Some(m) = &self.memory {
+                        m.put(&entry);
+                    }
                     if let Some(cache) = &self.cache {
                         if let Err(e) = cache.store(&entry) {
                             tracing::warn!(
@@ -385,6 +562,18 @@ impl Tokens {
                 None => Err(e),
             },
         }
+    }
+
+    /// The entry for `key`: memory first, then the file cache.
+    fn load(&self, key: &str) -> Option<cache::CachedToken> {
+        if let Some(e) = self.memory.as_ref().and_then(|m| m.get(key)) {
+            return Some(e);
+        }
+        let e = self.cache.as_ref()?.load(key)?;
+        if let Some(m) = &self.memory {
+            m.put(&e);
+        }
+        Some(e)
     }
 
     /// Registry hosts this helper can answer for without the network: the

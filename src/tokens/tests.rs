@@ -1,15 +1,11 @@
 //! Unit tests of the cache logic with a scripted fetcher. The same behaviour is
 //! proved end to end against real AWS-API servers in `tests/`.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::*;
-
-static NOW: AtomicI64 = AtomicI64::new(1_000_000);
-fn clock() -> i64 {
-    NOW.load(Ordering::SeqCst)
-}
+use crate::clock::{Clock, ManualClock};
 
 /// Answers from a script; counts calls and requests.
 #[derive(Clone, Default)]
@@ -18,6 +14,7 @@ struct Scripted {
     requests: Arc<Mutex<Vec<String>>>,
     fail: Arc<Mutex<Option<TokenError>>>,
     ttl: i64,
+    clock: Arc<ManualClock>,
 }
 
 impl Fetch for Scripted {
@@ -32,8 +29,8 @@ impl Fetch for Scripted {
                 }
                 Ok(Fetched {
                     username: "AWS".into(),
-                    password: format!("pw-{}-{}", r.target.region(), clock()),
-                    expires_at: Some(clock() + self.ttl),
+                    password: format!("pw-{}-{}", r.target.region(), self.clock.now()),
+                    expires_at: Some(self.clock.now() + self.ttl),
                     proxy_endpoint: None,
                 })
             })
@@ -42,6 +39,7 @@ impl Fetch for Scripted {
 }
 
 fn setup(ttl: i64) -> (tempfile::TempDir, Tokens, Scripted) {
+    let clock = ManualClock::new(1_000_000);
     let tmp = tempfile::tempdir().unwrap();
     let env = Env::from_pairs([
         ("HOME", tmp.path().to_str().unwrap()),
@@ -49,12 +47,14 @@ fn setup(ttl: i64) -> (tempfile::TempDir, Tokens, Scripted) {
     ]);
     let fetcher = Scripted {
         ttl,
+        clock: clock.clone(),
         ..Default::default()
     };
-    let tokens = Tokens::new(env, Config::default())
-        .with_cache(Some(Cache::at(tmp.path().join("cache"))))
-        .with_fetcher(Box::new(fetcher.clone()))
-        .with_clock(clock);
+    let tokens = Tokens::builder(env, Config::default())
+        .cache(Some(Cache::at(tmp.path().join("cache"))))
+        .fetcher(Box::new(fetcher.clone()))
+        .clock(clock)
+        .build();
     (tmp, tokens, fetcher)
 }
 
@@ -94,16 +94,16 @@ fn refresh_at_half_life_and_fall_back_while_valid() {
     let _g = CLOCK_LOCK.lock().unwrap();
     let (_tmp, tokens, f) = setup(43200);
     let first = tokens.get(A).unwrap();
-    NOW.fetch_add(21_599, Ordering::SeqCst);
+    f.clock.advance(21_599);
     assert_eq!(tokens.get(A).unwrap().origin, Origin::Cache);
-    NOW.fetch_add(2, Ordering::SeqCst);
+    f.clock.advance(2);
     let second = tokens.get(A).unwrap();
     assert_eq!(second.origin, Origin::Aws, "past half-life");
     assert_ne!(first.password, second.password);
     assert_eq!(f.calls.load(Ordering::SeqCst), 2);
 
     // AWS down past half-life: the cached token, marked stale
-    NOW.fetch_add(30_000, Ordering::SeqCst);
+    f.clock.advance(30_000);
     *f.fail.lock().unwrap() = Some(TokenError::Aws {
         what: "x".into(),
         message: "down".into(),
@@ -112,7 +112,7 @@ fn refresh_at_half_life_and_fall_back_while_valid() {
     assert_eq!(stale.origin, Origin::StaleCache);
     assert_eq!(stale.password, second.password);
     // after expiry: refused
-    NOW.fetch_add(20_000, Ordering::SeqCst);
+    f.clock.advance(20_000);
     let e = tokens.get(A).unwrap_err();
     assert!(matches!(e, TokenError::Expired { .. }), "{e}");
     assert!(e.to_string().contains("expired at"), "{e}");

@@ -13,7 +13,7 @@ fn tokens() -> Tokens {
         std::path::Path::new("/test/config.toml"),
     )
     .unwrap();
-    Tokens::new(Env::default(), config).with_cache(None)
+    Tokens::builder(Env::default(), config).cache(None).build()
 }
 
 /// A service object shaped like `GET /services/{id}`.

@@ -370,7 +370,8 @@ mod tests {
         for (suffix, partition, dual) in SUFFIXES {
             let covered = accepted.iter().any(|(h, t)| {
                 h.name().ends_with(&format!(".{suffix}"))
-                    && h.name().contains(if *dual { ".dkr-ecr" } else { ".dkr.ecr" })
+                    && h.name()
+                        .contains(if *dual { ".dkr-ecr" } else { ".dkr.ecr" })
                     && !t.fips()
                     && t.partition() == *partition
             });

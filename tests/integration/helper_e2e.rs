@@ -12,8 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::*;
 use crate::common::token_cache;
+use crate::common::*;
 
 const ACCOUNT: &str = "123456789012";
 pub(crate) const NOT_FOUND: &str = "credentials not found in native keychain\n";

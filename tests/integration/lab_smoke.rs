@@ -528,7 +528,10 @@ async fn token_server_throttles_names_fips_hosts_and_black_holes() {
         assert_eq!(r.json()["__type"], "ThrottlingException");
         assert_eq!(r.header("x-amzn-errortype"), Some("ThrottlingException"));
     }
-    assert_eq!(raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr").status, 200);
+    assert_eq!(
+        raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr").status,
+        200
+    );
     assert_eq!((ts.calls(), ts.throttled(), ts.issued()), (3, 2, 1));
 
     // The SDK's standard retry (3 attempts) rides out 2 throttled answers.
@@ -591,6 +594,9 @@ async fn token_server_throttles_names_fips_hosts_and_black_holes() {
     assert!(t.elapsed() >= wait, "{:?}", t.elapsed());
     assert_eq!(ts.held(), 1, "the control endpoints still answer");
     ts.set_black_hole(false);
-    assert_eq!(raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr").status, 200);
+    assert_eq!(
+        raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr").status,
+        200
+    );
     assert_eq!((ts.calls(), ts.held(), ts.issued()), (6, 1, 3));
 }

@@ -121,7 +121,12 @@ fn diagnostics(o: &Output) -> Vec<String> {
 fn failure_message(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(1), "{}", output_text(o));
     let out = stdout(o);
-    assert_ne!(out, NOT_FOUND, "a failure, not a fall-through: {}", output_text(o));
+    assert_ne!(
+        out,
+        NOT_FOUND,
+        "a failure, not a fall-through: {}",
+        output_text(o)
+    );
     let line = out.trim();
     line.strip_prefix("ecr-auth:")
         .map(str::trim_start)
@@ -189,10 +194,19 @@ fn black_holed_aws_with_no_cache_fails_with_a_plain_error_within_the_deadline() 
         assert_plain("a stderr line", &line, 2);
     }
     let all = output_text(&o);
-    assert!(!all.contains("ecr-auth-lab-secret"), "secret key shown: {all}");
-    assert!(sick.tokens.held() >= 1, "the helper did not reach the endpoint");
+    assert!(
+        !all.contains("ecr-auth-lab-secret"),
+        "secret key shown: {all}"
+    );
+    assert!(
+        sick.tokens.held() >= 1,
+        "the helper did not reach the endpoint"
+    );
     assert_eq!(sick.tokens.issued(), 0);
-    assert_eq!(token_cache::entries(&sick.cache_dir()), Vec::<PathBuf>::new());
+    assert_eq!(
+        token_cache::entries(&sick.cache_dir()),
+        Vec::<PathBuf>::new()
+    );
 }
 
 #[test]
@@ -201,7 +215,12 @@ fn throttled_aws_is_retried_then_gives_a_token() {
     sick.tokens.set_throttle(2);
 
     let (o, _) = sick.get(HOST, &[]);
-    assert_eq!(secret_of(&o), sick.tokens.password(), "stderr: {}", stderr(&o));
+    assert_eq!(
+        secret_of(&o),
+        sick.tokens.password(),
+        "stderr: {}",
+        stderr(&o)
+    );
     assert_eq!(
         (
             sick.tokens.throttled(),
@@ -232,7 +251,11 @@ fn throttling_beyond_the_refresh_budget_serves_the_cached_token() {
         "answered after {took:?}; the refresh budget was 1 s"
     );
     assert!(sick.tokens.throttled() >= 1, "AWS was asked and throttled");
-    assert_eq!(sick.tokens.issued(), 1, "only the first, cold get got a token");
+    assert_eq!(
+        sick.tokens.issued(),
+        1,
+        "only the first, cold get got a token"
+    );
     let lines = diagnostics(&o);
     assert_eq!(lines.len(), 1, "exactly one warning line: {lines:#?}");
     assert_plain("the warning", &lines[0], 1);
@@ -298,8 +321,14 @@ fn a_fips_host_with_an_explicit_endpoint_gets_a_token() {
 fn a_stdin_that_is_not_a_host_is_not_found_with_the_reason_on_stderr() {
     let sick = Sick::new("not-a-host");
     for (input, named) in [
-        (".dkr.ecr.not-real.amazonaws.com", Some(".dkr.ecr.not-real.amazonaws.com")),
-        ("/v2/team/app/manifests/1.0\n", Some("/v2/team/app/manifests/1.0")),
+        (
+            ".dkr.ecr.not-real.amazonaws.com",
+            Some(".dkr.ecr.not-real.amazonaws.com"),
+        ),
+        (
+            "/v2/team/app/manifests/1.0\n",
+            Some("/v2/team/app/manifests/1.0"),
+        ),
         ("https:///v2/", Some("https:///v2/")),
         ("\u{0}\u{7f}\u{1b}[31m garbage\n", None),
     ] {
@@ -311,7 +340,11 @@ fn a_stdin_that_is_not_a_host_is_not_found_with_the_reason_on_stderr() {
             "{input:?}: stdout must be the protocol's not-found"
         );
         let lines = diagnostics(&o);
-        assert_eq!(lines.len(), 1, "{input:?}: one reason on stderr: {lines:#?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "{input:?}: one reason on stderr: {lines:#?}"
+        );
         if let Some(named) = named {
             assert!(
                 lines[0].contains(named),

@@ -6,6 +6,8 @@
 //! half-life (ecr-auth refreshes then) or past its expiry. The password, key and hosts stay
 //! as written, so the next `get` finds the entry under the same cache key.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The cache format these helpers understand; another version fails loudly here rather
@@ -38,7 +40,12 @@ pub fn entries(dir: &Path) -> Vec<PathBuf> {
 /// The one entry of a cache dir (panics unless there is exactly one).
 pub fn only_entry(dir: &Path) -> PathBuf {
     let files = entries(dir);
-    assert_eq!(files.len(), 1, "one cache entry expected in {}: {files:?}", dir.display());
+    assert_eq!(
+        files.len(),
+        1,
+        "one cache entry expected in {}: {files:?}",
+        dir.display()
+    );
     files.into_iter().next().unwrap()
 }
 
@@ -48,7 +55,12 @@ pub fn read_entry(path: &Path) -> serde_json::Value {
         std::fs::read(path).unwrap_or_else(|e| panic!("read cache entry {}: {e}", path.display()));
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("cache entry {} is not JSON: {e}", path.display()));
-    assert_eq!(v["version"], FORMAT_VERSION, "cache format changed: {}", path.display());
+    assert_eq!(
+        v["version"],
+        FORMAT_VERSION,
+        "cache format changed: {}",
+        path.display()
+    );
     assert_eq!(v["kind"], KIND, "not a token entry: {}", path.display());
     v
 }
@@ -65,9 +77,18 @@ pub fn age_entry(path: &Path, age: TokenAge) -> (i64, i64) {
     let mut v = read_entry(path);
     v["issued_at"] = issued_at.into();
     v["expires_at"] = expires_at.into();
-    // Same dir + rename: readers never see half a file (as ecr-auth itself writes it).
+    // As ecr-auth itself writes it: a 0600 file in the same dir, renamed over the entry,
+    // so readers never see half a file and the cache's ownership checks still pass.
     let tmp = path.with_extension("json.rewrite");
-    std::fs::write(&tmp, v.to_string()).expect("write rewritten cache entry");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .unwrap_or_else(|e| panic!("create {}: {e}", tmp.display()));
+    f.write_all(v.to_string().as_bytes())
+        .and_then(|()| f.sync_all())
+        .expect("write rewritten cache entry");
     std::fs::rename(&tmp, path).expect("replace cache entry");
     (issued_at, expires_at)
 }

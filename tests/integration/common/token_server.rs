@@ -194,11 +194,7 @@ impl TokenServer {
     /// counted and never answered; the connections are held until the server stops.
     /// The control endpoints keep answering.
     pub fn set_black_hole(&self, on: bool) {
-        self.control(
-            "POST",
-            "/_lab/config",
-            &format!(r#"{{"black_hole":{on}}}"#),
-        );
+        self.control("POST", "/_lab/config", &format!(r#"{{"black_hole":{on}}}"#));
     }
 
     /// Requests the black hole has swallowed.

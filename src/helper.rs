@@ -271,7 +271,8 @@ mod tests {
                 .into()),
                 "broken.example" => Err(TokenError::Aws {
                     what: "getting".into(),
-                    message: "AccessDenied".into(),
+                    cause: "AccessDenied".into(),
+                    advice: "fix it".into(),
                 }
                 .into()),
                 _ => Err(TokenError::NotEcr { host: url.into() }.into()),

@@ -84,16 +84,20 @@ pub enum TokenError {
     BadHost(#[from] RegistryError),
     #[error("no AWS credentials found; tried {tried}. Set AWS credentials for this user, or map the registry to a profile or role in the ecr-auth config file")]
     NoCredentials { tried: String },
-    #[error("AWS failed while {what}: {message}")]
-    Aws { what: String, message: String },
+    /// AWS (or the credential lookup) failed: what was being done (operation,
+    /// endpoint, region, credential source by name), why, and what to do.
+    #[error("{what} failed: {cause}. {advice}")]
+    Aws {
+        what: String,
+        cause: String,
+        advice: String,
+    },
     #[error("the cached ECR token for {scope} expired at {expired} and AWS failed: {cause}")]
     Expired {
         scope: String,
         expired: String,
         cause: Box<TokenError>,
     },
-    #[error("{0}")]
-    Config(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -102,9 +106,12 @@ impl TokenError {
     /// Errors that mean "this helper has nothing for you" rather than "broken":
     /// clients fall back to anonymous pulls and other credential sources.
     pub fn is_not_found(&self) -> bool {
+        // A string that is not a host name at all is as foreign as another
+        // registry: gitlab-runner drops the whole DOCKER_AUTH_CONFIG on any other
+        // answer.
         matches!(
             self,
-            TokenError::NotEcr { .. } | TokenError::NoCredentials { .. }
+            TokenError::NotEcr { .. } | TokenError::NoCredentials { .. } | TokenError::BadHost(_)
         )
     }
 }

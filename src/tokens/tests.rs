@@ -106,7 +106,8 @@ fn refresh_at_half_life_and_fall_back_while_valid() {
     f.clock.advance(30_000);
     *f.fail.lock().unwrap() = Some(TokenError::Aws {
         what: "x".into(),
-        message: "down".into(),
+        cause: "down".into(),
+        advice: "wait".into(),
     });
     let stale = tokens.get(A).unwrap();
     assert_eq!(stale.origin, Origin::StaleCache);

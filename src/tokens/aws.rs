@@ -312,7 +312,10 @@ async fn assume_role_with_web_identity(
         .await
         .map_err(|e| {
             let at = endpoint_name(&endpoint, &format!("STS in {}", web.sts_region));
-            let (cause, code) = sdk_error_cause(&e);
+            let (mut cause, code) = sdk_error_cause(&e);
+            if code.is_none() {
+                cause = format!("cannot reach AWS STS: {cause}");
+            }
             TokenError::Aws {
                 what: format!(
                     "exchanging the job's OIDC token for role {} (STS AssumeRoleWithWebIdentity at {at})",
@@ -413,9 +416,14 @@ where
             } else {
                 "the request could not be sent"
             };
-            let detail = std::error::Error::source(e)
-                .map(error_chain)
-                .unwrap_or_default();
+            // The innermost cause says it best ("Connection refused (os error
+            // 111)", "dns error: ..."); the layers above it are the SDK's plumbing.
+            let mut detail = String::new();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                detail = s.to_string();
+                source = s.source();
+            }
             (
                 if detail.is_empty() {
                     what.to_string()

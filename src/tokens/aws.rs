@@ -70,7 +70,12 @@ impl Fetch for AwsFetcher {
             .build()
         {
             Ok(runtime) => {
-                runtime.block_on(fetch_all(&self.env, self.web_identity.as_ref(), requests))
+                let out =
+                    runtime.block_on(fetch_all(&self.env, self.web_identity.as_ref(), requests));
+                // Past the deadline a DNS lookup or a credential_process may still
+                // run on the blocking pool: don't wait for it.
+                runtime.shutdown_background();
+                out
             }
             Err(e) => {
                 let msg = format!("cannot start the async runtime: {e}");

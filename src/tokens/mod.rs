@@ -427,8 +427,8 @@ impl Tokens {
         let mut _locks = Vec::new();
         {
             for slot in slots.values_mut().filter(|s| s.result.is_none()) {
-                if let Some(cache) = &self.cache {
-                    match cache.lock(&slot.request.key) {
+                if let Some(cache) = self.cache.as_ref().filter(|c| c.is_usable()) {
+                    match cache.lock(&slot.request.key, self.limits.cold_deadline) {
                         Ok(lock) => _locks.push(lock),
                         Err(e) => tracing::warn!(
                             "cannot lock the token cache in {}: {e}; fetching without it",
@@ -540,7 +540,7 @@ impl Tokens {
                     if let Some(m) = &self.memory {
                         m.put(&entry);
                     }
-                    if let Some(cache) = &self.cache {
+                    if let Some(cache) = self.cache.as_ref().filter(|c| c.is_usable()) {
                         if let Err(e) = cache.store(&entry) {
                             tracing::warn!(
                                 "cannot write the token cache in {}: {e}",

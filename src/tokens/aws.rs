@@ -716,6 +716,123 @@ mod tests {
         }
     }
 
+    /// A server on 127.0.0.1 that answers every request with `status` and `body`.
+    async fn answering(status: u16, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = sock.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn request(deadline: Duration) -> FetchRequest {
+        FetchRequest {
+            key: "k".into(),
+            target: Target::private("123456789012", "eu-west-1", false).unwrap(),
+            creds: CredentialSource::default(),
+            deadline,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_answer_never_shows_its_body() {
+        // A 200 whose body is not what ECR sends, with a token in it.
+        let endpoint = answering(
+            200,
+            r#"{"authorizationData": "QVdTOnNlY3JldC1wYXNzd29yZC1YWVo=", "broken"#,
+        )
+        .await;
+        let env = Env::from_pairs([
+            ("HOME", "/nonexistent"),
+            ("AWS_ACCESS_KEY_ID", "AKIAUNITTEST00001234"),
+            ("AWS_SECRET_ACCESS_KEY", "unit-test-secret-key"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ]);
+        let out = fetch_all(&env, None, &[request(Duration::from_secs(5))]).await;
+        let e = out[0].as_ref().unwrap_err().to_string();
+        for secret in [
+            "QVdTOnNlY3JldC1wYXNzd29yZC1YWVo",
+            "secret-password",
+            "unit-test-secret-key",
+            "AKIAUNITTEST0000",
+        ] {
+            assert!(!e.contains(secret), "{e}");
+        }
+        assert!(e.contains(&endpoint) && e.contains("ending in 1234"), "{e}");
+        assert!(
+            !e.contains(" {") && !e.contains("Error {"),
+            "a Debug dump: {e}"
+        );
+
+        // The same for STS AssumeRoleWithWebIdentity: keys in a broken answer.
+        let sts = answering(
+            200,
+            "<AssumeRoleWithWebIdentityResponse><Credentials><SecretAccessKey>sts-secret-key-XYZ</SecretAccessKey><Session",
+        )
+        .await;
+        let env = Env::from_pairs([("HOME", "/nonexistent"), ("AWS_ENDPOINT_URL", sts.as_str())]);
+        let web = WebIdentity {
+            role_arn: "arn:aws:iam::123456789012:role/ci".into(),
+            token: crate::secret::Secret::new("header.payload.signature".into()),
+            session_name: "s".into(),
+            duration_secs: 3600,
+            sts_region: "us-east-1".into(),
+        };
+        let out = fetch_all(&env, Some(&web), &[request(Duration::from_secs(5))]).await;
+        let e = out[0].as_ref().unwrap_err().to_string();
+        assert!(
+            !e.contains("sts-secret-key") && !e.contains("header.payload"),
+            "{e}"
+        );
+        assert!(
+            e.contains("AssumeRoleWithWebIdentity") && e.contains(&sts),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn aws_error_codes_become_advice() {
+        let endpoint = answering(
+            400,
+            r#"{"__type":"AccessDeniedException","message":"User: arn:aws:iam::123456789012:user/ci is not authorized to perform: ecr:GetAuthorizationToken"}"#,
+        )
+        .await;
+        let env = Env::from_pairs([
+            ("HOME", "/nonexistent"),
+            ("AWS_ACCESS_KEY_ID", "AKIAUNITTEST00001234"),
+            ("AWS_SECRET_ACCESS_KEY", "unit-test-secret-key"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ]);
+        let out = fetch_all(&env, None, &[request(Duration::from_secs(5))]).await;
+        let e = out[0].as_ref().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "getting an ECR token for aws/eu-west-1 from {endpoint} (credentials: environment variables \
+                 (AWS_ACCESS_KEY_ID ending in 1234)) failed: AWS answered AccessDeniedException: User: \
+                 arn:aws:iam::123456789012:user/ci is not authorized to perform: ecr:GetAuthorizationToken. \
+                 Give that principal ecr:GetAuthorizationToken (e.g. the managed policy \
+                 AmazonEC2ContainerRegistryReadOnly)"
+            )
+        );
+    }
+
     #[test]
     fn decodes_ecr_tokens() {
         assert_eq!(

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crate::common::{self, TempDir, TokenServer};
 
 const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-const NOT_FOUND: &str = "credentials not found in native keychain";
 const NOBODY: u32 = 65534;
 
 fn helper(ts: &TokenServer, tmp: &TempDir, cache: &Path) -> Command {

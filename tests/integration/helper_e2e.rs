@@ -167,7 +167,7 @@ fn docker_pulls_a_private_image_only_through_the_helper() {
         lab.env(&mut dockerd.docker())
             .env("DOCKER_CONFIG", &conf)
             .args(["login", "-u", "AWS", "--password-stdin", &lab.registry.addr]),
-        &lab.tokens.password(),
+        lab.tokens.password(),
     );
     assert!(out.status.success(), "docker login: {}", output_text(&out));
     let config_after = fs::read_to_string(conf.join("config.json")).unwrap();
@@ -568,7 +568,7 @@ fn install_copies_the_helper_names_and_they_answer() {
     assert_eq!(
         secret_of(&feed(
             &mut cmd,
-            &format!("https://{}/v2/", lab.registry.addr)
+            format!("https://{}/v2/", lab.registry.addr)
         )),
         lab.tokens.password()
     );

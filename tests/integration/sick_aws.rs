@@ -277,19 +277,21 @@ fn a_fips_host_with_an_explicit_endpoint_gets_a_token() {
     // A closed loopback port: whoever uses it instead of the ECR-specific endpoint fails
     // at once, and nothing leaves the machine.
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let endpoint = sick.tokens.endpoint.clone();
-    let cases: [(&str, Box<dyn Fn(&mut Command)>); 2] = [
-        ("AWS_ENDPOINT_URL", Box::new(|_: &mut Command| {})),
+    // (the variable that names the lab, the environment on top of the lab's)
+    let cases: [(&str, Vec<(&str, String)>); 2] = [
+        ("AWS_ENDPOINT_URL", vec![]),
         (
             "AWS_ENDPOINT_URL_ECR",
-            Box::new(move |cmd: &mut Command| {
-                cmd.env("AWS_ENDPOINT_URL", &closed)
-                    .env("AWS_ENDPOINT_URL_ECR", &endpoint);
-            }),
+            vec![
+                ("AWS_ENDPOINT_URL", closed),
+                ("AWS_ENDPOINT_URL_ECR", sick.tokens.endpoint.clone()),
+            ],
         ),
     ];
-    for (n, (var, adjust)) in cases.iter().enumerate() {
-        let (o, _) = sick.get_with(FIPS_HOST, |cmd| adjust(cmd));
+    for (n, (var, vars)) in cases.iter().enumerate() {
+        let (o, _) = sick.get_with(FIPS_HOST, |cmd| {
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+        });
         assert!(
             o.status.success(),
             "FIPS host with {var}: {}",

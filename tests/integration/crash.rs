@@ -56,6 +56,26 @@ pub fn kill_after(cmd: &mut Command, stdin: &str, delay: Duration) -> bool {
     killed
 }
 
+/// How long one uninterrupted run of `cmd` takes.
+pub fn time_of(cmd: &mut Command, stdin: &str) -> Duration {
+    use std::io::Write;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ecr-auth");
+    if let Some(mut s) = child.stdin.take() {
+        let _ = s.write_all(stdin.as_bytes());
+    }
+    assert!(
+        child.wait().unwrap().success(),
+        "an uninterrupted run failed"
+    );
+    start.elapsed()
+}
+
 /// Files in `dir` that are temporary leftovers of ours.
 pub fn leftovers(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir)
@@ -107,12 +127,16 @@ fn the_token_cache_survives_sigkill_mid_write() {
         v["expires_at"] = (now + 13_000).into();
         crate::crash::write_0600(path, v.to_string().as_bytes());
     };
+    // Kill moments spread over a whole refresh, as long as one takes here.
+    age(&entry);
+    let span = time_of(&mut helper(), host).mul_f64(1.2);
     let mut moments = Moments::new(1);
     let mut killed = 0;
+    let mut rewritten = 0;
     for _ in 0..RUNS {
         age(&entry);
         let before = fs::read(&entry).unwrap();
-        if kill_after(&mut helper(), host, moments.next(Duration::from_millis(80))) {
+        if kill_after(&mut helper(), host, moments.next(span)) {
             killed += 1;
         }
         let after = fs::read(&entry).expect("the entry is never missing");
@@ -122,10 +146,13 @@ fn the_token_cache_survives_sigkill_mid_write() {
                 String::from_utf8_lossy(&after)
             )
         });
-        assert!(
-            after == before || v["issued_at"].as_i64() > Some(common::now_unix() - 60),
-            "old or new"
-        );
+        if after != before {
+            rewritten += 1;
+            assert!(
+                v["issued_at"].as_i64() > Some(common::now_unix() - 60),
+                "neither the old nor a new entry"
+            );
+        }
         assert_eq!(
             fs::metadata(&entry).unwrap().permissions().mode() & 0o777,
             0o600
@@ -135,7 +162,10 @@ fn the_token_cache_survives_sigkill_mid_write() {
         killed > RUNS / 4,
         "only {killed} of {RUNS} runs were killed mid-way"
     );
-    eprintln!("crash: token cache: {RUNS} runs, {killed} killed mid-way, 0 torn or lost");
+    assert!(rewritten > 0, "no run got as far as writing");
+    eprintln!(
+        "crash: token cache: {RUNS} runs, {killed} killed mid-way, {rewritten} rewrote the entry, 0 torn or lost"
+    );
     // The next run sweeps what killed writers left, and answers from a whole entry.
     age(&entry);
     let mut c = helper()

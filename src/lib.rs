@@ -15,6 +15,7 @@ pub mod duration;
 pub mod env;
 pub mod files;
 pub mod gitlab;
+pub mod hardening;
 pub mod helper;
 pub(crate) mod http;
 pub mod install;

@@ -220,4 +220,36 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+
+    #[test]
+    fn apply_keeps_the_owner_of_an_existing_file() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("config.toml");
+        fs::write(&path, "old\n").unwrap();
+        // A file of another user (gitlab-runner's, as root edits it); without
+        // root, our own file stands in for it.
+        let theirs = if running_as_root() { 65534 } else { fs::metadata(&path).unwrap().uid() };
+        if running_as_root() {
+            std::os::unix::fs::chown(&path, Some(theirs), Some(theirs)).unwrap();
+        }
+        let change = Change {
+            path: path.clone(),
+            before: Some("old\n".into()),
+            after: "new\n".into(),
+            new_mode: 0o600,
+            force_mode: false,
+        };
+        change.apply(1_700_000_000).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), fs::read_to_string(&path).unwrap().as_str()), (theirs, "new\n"));
+        // The file and its backup, nothing else.
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
+    }
+
+    /// The owner of this process's /proc entry is its user.
+    fn running_as_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    }
 }

@@ -113,7 +113,18 @@ pub(crate) fn gitlab_runner(
         force_mode: false,
     }];
     if let Some(j) = &jobs {
-        // No secret in it, and job containers may run as any user: 0644.
+        // Job containers may run as any user, so the file is 0644: it must hold
+        // no secret (issue 12 item 5: an existing config.json with `auths`).
+        let job_config = Path::new(&j.docker_config);
+        if let Some(doc) = crate::dockercfg::DockerConfig::read(job_config)? {
+            let hosts = doc.auth_hosts();
+            anyhow::ensure!(
+                hosts.is_empty(),
+                "{} holds `auths` credentials ({}), and job containers get it mounted readable by every user (0644); nothing was changed. Give --job-docker-config a file of its own (the default is /etc/ecr-auth/job-docker-config.json)",
+                job_config.display(),
+                hosts.join(", ")
+            );
+        }
         changes.push(plan_docker_config(
             Path::new(&j.docker_config),
             &wiring,
@@ -342,6 +353,52 @@ pub(crate) fn runner_files(f: &RunnerConfigFlags) -> Result<RunnerFiles, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_config_json_with_credentials_is_never_made_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let runner = tmp.path().join("config.toml");
+        let original = "[[runners]]\n  name = \"d\"\n  executor = \"docker\"\n  [runners.docker]\n    image = \"alpine\"\n";
+        std::fs::write(&runner, original).unwrap();
+        let job_config = tmp.path().join("config.json");
+        let secret = r#"{"auths":{"registry.example":{"auth":"dXNlcjpwdw=="}}}"#;
+        std::fs::write(&job_config, secret).unwrap();
+        std::fs::set_permissions(&job_config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let req = RunnerRequest {
+            runner_config: runner.clone(),
+            runners: vec![],
+            wiring: WiringRequest {
+                registries: vec!["123456789012.dkr.ecr.eu-west-1.amazonaws.com".into()],
+                creds_store: false,
+                helper: "ecr-login".into(),
+                dry_run: false,
+            },
+            jobs: Some(JobsRequest {
+                helper_path: tmp.path().join("helper"),
+                job_docker_config: job_config.clone(),
+                aws_credentials: None,
+                dind: false,
+            }),
+        };
+        let (mut diffs, mut notes) = (Vec::new(), Vec::new());
+        let mut out = Output { diffs: &mut diffs, notes: &mut notes };
+        let e = gitlab_runner(&req, &Config::default(), 1, &mut out).unwrap_err().to_string();
+        assert!(e.contains("holds `auths` credentials (registry.example)") && e.contains("a file of its own"), "{e}");
+        assert!(!e.contains("dXNlcjpwdw"), "{e}");
+        assert_eq!(std::fs::read_to_string(&job_config).unwrap(), secret);
+        assert_eq!(std::fs::metadata(&job_config).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&runner).unwrap(), original);
+        // A file of its own is written, 0644, with only credHelpers.
+        let own = tmp.path().join("job-docker-config.json");
+        let req = RunnerRequest {
+            jobs: Some(JobsRequest { job_docker_config: own.clone(), ..req.jobs.clone().unwrap() }),
+            ..req
+        };
+        gitlab_runner(&req, &Config::default(), 1, &mut out).unwrap();
+        assert_eq!(std::fs::metadata(&own).unwrap().permissions().mode() & 0o777, 0o644);
+        assert!(std::fs::read_to_string(&own).unwrap().contains("credHelpers"));
+    }
 
     fn p(s: &str) -> Option<PathBuf> {
         Some(PathBuf::from(s))

@@ -84,6 +84,10 @@ pub(crate) struct SyncArgs {
     /// GitLab's API root (in a job, $CI_API_V4_URL).
     #[arg(long, value_name = "URL", env = "CI_API_V4_URL", default_value = DEFAULT_URL)]
     pub gitlab_url: String,
+    /// Allow a plain http:// --gitlab-url that is not this machine (the token
+    /// crosses the network unencrypted).
+    #[arg(long)]
+    pub allow_plain_http: bool,
     /// The variable holding the GitLab access token (never pass a token as an argument).
     #[arg(long, value_name = "NAME", default_value = "GITLAB_TOKEN")]
     pub token_env: String,
@@ -178,6 +182,7 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
                 },
                 registries: a.registries.hosts,
                 gitlab_url: a.gitlab_url,
+                allow_plain_http: a.allow_plain_http,
                 token_env: a.token_env,
                 every: a.every,
                 // Short sessions: the variable only needs them for one sync.

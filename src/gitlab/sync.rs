@@ -313,6 +313,8 @@ pub(crate) struct SyncRequest {
     /// Registry hosts; empty: every registry in the ecr-auth config file.
     pub registries: Vec<String>,
     pub gitlab_url: String,
+    /// Send the GitLab token over plain HTTP to a host that is not loopback.
+    pub allow_plain_http: bool,
     /// The variable that holds the GitLab access token.
     pub token_env: String,
     /// Keep running, refreshing at least this often.
@@ -365,7 +367,11 @@ pub(crate) fn command(
                 req.token_env
             )
         })?;
-    let api = super::variables::GitLab::new(&req.gitlab_url, Secret::new(token.to_string()))?;
+    let api = super::variables::GitLab::new(
+        &req.gitlab_url,
+        Secret::new(token.to_string()),
+        req.allow_plain_http,
+    )?;
     let source = RegistryTokens {
         tokens: &tokens,
         registries,

@@ -111,6 +111,8 @@ pub(crate) enum ApiError {
     BadUrl(String),
     #[error("cannot set up the HTTPS client: {0}")]
     Setup(String),
+    #[error("--gitlab-url {0} is plain HTTP to a host that is not this machine: the GitLab token would cross the network readable by anyone on the way. Use https://, or pass --allow-plain-http if the network is yours")]
+    PlainHttp(String),
 }
 
 impl ApiError {
@@ -139,8 +141,16 @@ pub(crate) struct GitLab {
 impl GitLab {
     /// `base_url` is the API root (`https://gitlab.com/api/v4`); a bare
     /// instance URL gets `/api/v4` added.
-    pub(crate) fn new(base_url: &str, token: Secret<String>) -> Result<GitLab, ApiError> {
+    /// Plain `http://` is refused unless the host is loopback or `allow_plain_http`.
+    pub(crate) fn new(
+        base_url: &str,
+        token: Secret<String>,
+        allow_plain_http: bool,
+    ) -> Result<GitLab, ApiError> {
         let base = api_root(base_url)?;
+        if !allow_plain_http && !transport_is_private(&base) {
+            return Err(ApiError::PlainHttp(base));
+        }
         let http = BlockingClient::new(TIMEOUT).map_err(|e| match e {
             HttpError::Setup(m) => ApiError::Setup(m),
             other => ApiError::Setup(other.to_string()),
@@ -319,6 +329,22 @@ pub(crate) fn api_root(url: &str) -> Result<String, ApiError> {
     })
 }
 
+/// `https://…`, or `http://` to this machine (127.0.0.0/8, ::1, localhost).
+fn transport_is_private(api_root: &str) -> bool {
+    let Some(rest) = api_root.strip_prefix("http://") else {
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn scope_filter(scope: &str) -> String {
     if scope == "*" {
         String::new()
@@ -368,6 +394,22 @@ mod tests {
             Owner::Project("group/sub/proj".into()).api_path(),
             "projects/group%2Fsub%2Fproj"
         );
+        for (url, private) in [
+            ("https://gitlab.example.com/api/v4", true),
+            ("http://127.0.0.1:8080/api/v4", true),
+            ("http://127.9.9.9/api/v4", true),
+            ("http://[::1]:80/api/v4", true),
+            ("http://localhost/api/v4", true),
+            ("http://gitlab.example.com/api/v4", false),
+            ("http://127.0.0.1.evil.example/api/v4", false),
+            ("http://10.0.0.5:8080/api/v4", false),
+        ] {
+            assert_eq!(transport_is_private(url), private, "{url}");
+        }
+        let token = || Secret::new("glpat-x".to_string());
+        let e = GitLab::new("http://gitlab.example.com", token(), false).err().unwrap();
+        assert!(e.to_string().contains("plain HTTP") && !e.to_string().contains("glpat"), "{e}");
+        assert!(GitLab::new("http://gitlab.example.com", token(), true).is_ok());
         assert_eq!(scope_filter("*"), "");
         assert_eq!(
             scope_filter("review/*"),

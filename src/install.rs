@@ -81,7 +81,9 @@ fn symlink_atomic(link_to: &Path, target: &Path) -> Result<(), InstallError> {
     };
     let name = target.file_name().unwrap_or_default().to_string_lossy();
     tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        // Named like crate::files' temporary files (pid, then random), so its
+        // sweep of dead writers' leftovers covers these too.
+        .prefix(&format!(".{name}.{}.", std::process::id()))
         .suffix(".ecr-auth-tmp")
         .make_in(dir, |tmp| std::os::unix::fs::symlink(link_to, tmp))
         .and_then(|tmp| tmp.persist(target).map(drop).map_err(|e| e.error))

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dockercfg;
+pub mod doctor;
 pub mod duration;
 pub mod env;
 pub mod files;

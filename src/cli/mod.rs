@@ -14,6 +14,7 @@ use crate::tokens::Tokens;
 pub mod auth_config;
 pub mod configure;
 pub mod docker_credential;
+pub mod doctor;
 pub mod get_login_password;
 pub mod gitlab;
 pub mod install;
@@ -53,6 +54,8 @@ pub enum Command {
     Gitlab(gitlab::Args),
     /// Docker Swarm: keep every service's registry auth fresh.
     Swarm(swarm::Args),
+    /// Walk the path a pull takes and name the first broken step, with a fix.
+    Doctor(doctor::Args),
     /// Install the binary and its credential-helper names into a directory.
     Install(install::Args),
     /// Print the version.
@@ -138,6 +141,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Gitlab(a) => gitlab::run(a, &ctx),
         Command::Swarm(a) => swarm::run(a, &ctx),
         Command::Install(a) => install::run(a, &ctx),
+        Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Version => {
             println!("ecr-auth {}", crate::VERSION);
             Ok(0)

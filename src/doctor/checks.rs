@@ -113,7 +113,11 @@ pub(crate) fn name(cx: &Context, s: &Subject) -> (Check, Option<Resolved>) {
         } => format!(
             "account {account}, region {region}, partition {partition}{}{}",
             if *fips { ", FIPS" } else { "" },
-            if host.as_str().contains("dkr-ecr") { ", dual-stack" } else { "" }
+            if host.as_str().contains("dkr-ecr") {
+                ", dual-stack"
+            } else {
+                ""
+            }
         ),
     };
     if let Target::Private { region, .. } = &resolved.target {
@@ -175,16 +179,30 @@ pub(crate) fn wiring(cx: &Context, host: &Host) -> (Check, Option<Route>) {
         }
         Err(e) => {
             return (
-                Check::fail("wiring", e.to_string(), format!("fix the JSON in {}", path.display())),
+                Check::fail(
+                    "wiring",
+                    e.to_string(),
+                    format!("fix the JSON in {}", path.display()),
+                ),
                 None,
             )
         }
     };
     let name = host.as_str();
-    if let Some((_, helper)) = doc.cred_helpers().into_iter().find(|(h, _)| Host::parse(h).ok().as_ref() == Some(host)) {
+    if let Some((_, helper)) = doc
+        .cred_helpers()
+        .into_iter()
+        .find(|(h, _)| Host::parse(h).ok().as_ref() == Some(host))
+    {
         return (
-            Check::ok("wiring", format!("{where_} sends {name} to docker-credential-{helper} (credHelpers)")),
-            Some(Route::Helper { name: helper.to_string(), how: "credHelpers" }),
+            Check::ok(
+                "wiring",
+                format!("{where_} sends {name} to docker-credential-{helper} (credHelpers)"),
+            ),
+            Some(Route::Helper {
+                name: helper.to_string(),
+                how: "credHelpers",
+            }),
         );
     }
     let static_entry = doc
@@ -194,8 +212,14 @@ pub(crate) fn wiring(cx: &Context, host: &Host) -> (Check, Option<Route>) {
         .and_then(|h| doc.auth(h).map(str::to_string));
     if let Some(store) = doc.creds_store() {
         return (
-            Check::ok("wiring", format!("{where_} sends every registry to docker-credential-{store} (credsStore)")),
-            Some(Route::Helper { name: store.to_string(), how: "credsStore" }),
+            Check::ok(
+                "wiring",
+                format!("{where_} sends every registry to docker-credential-{store} (credsStore)"),
+            ),
+            Some(Route::Helper {
+                name: store.to_string(),
+                how: "credsStore",
+            }),
         );
     }
     if let Some(auth) = static_entry {
@@ -235,7 +259,9 @@ pub(crate) fn wiring(cx: &Context, host: &Host) -> (Check, Option<Route>) {
     (
         Check::fail(
             "wiring",
-            format!("{where_} neither sends {name} to a credential helper nor holds credentials for it"),
+            format!(
+                "{where_} neither sends {name} to a credential helper nor holds credentials for it"
+            ),
             format!("ecr-auth configure docker --registry {name} (adds credHelpers)"),
         ),
         None,
@@ -249,7 +275,8 @@ pub(crate) fn static_expiry(auth: &str) -> Option<i64> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let plain = String::from_utf8(b64.decode(auth.trim()).ok()?).ok()?;
     let (_, password) = plain.split_once(':')?;
-    let inner: serde_json::Value = serde_json::from_slice(&b64.decode(password.trim()).ok()?).ok()?;
+    let inner: serde_json::Value =
+        serde_json::from_slice(&b64.decode(password.trim()).ok()?).ok()?;
     inner.get("expiration")?.as_i64()
 }
 
@@ -260,10 +287,14 @@ pub(crate) fn helper(cx: &Context, route: &Route) -> Check {
     };
     let exe = format!("docker-credential-{name}");
     let path_var = cx.env.get("PATH").unwrap_or("");
-    let found: Vec<PathBuf> = std::env::split_paths(path_var)
-        .map(|d| d.join(&exe))
-        .filter(|p| is_executable(p))
-        .collect();
+    let mut found: Vec<PathBuf> = Vec::new();
+    for p in std::env::split_paths(path_var).map(|d| d.join(&exe)) {
+        // /bin and /usr/bin are one directory on merged-/usr systems.
+        let real = std::fs::canonicalize(&p).ok();
+        if is_executable(&p) && !found.iter().any(|f| std::fs::canonicalize(f).ok() == real) {
+            found.push(p);
+        }
+    }
     let Some(first) = found.first() else {
         let ours = ["ecr-login", "ecr-auth"]
             .iter()
@@ -286,7 +317,14 @@ pub(crate) fn helper(cx: &Context, route: &Route) -> Check {
         .stderr(std::process::Stdio::null())
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_default();
     let which = if version.starts_with("ecr-auth") {
         version.clone()
@@ -299,7 +337,11 @@ pub(crate) fn helper(cx: &Context, route: &Route) -> Check {
     if found.len() > 1 {
         evidence.push_str(&format!(
             "; it shadows {}",
-            found[1..].iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            found[1..]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Check::ok("helper", evidence)
@@ -375,7 +417,11 @@ pub(crate) fn token(cx: &Context, host: &Host) -> (Check, Option<AuthToken>) {
             Some(t),
         ),
         Err(e) => (
-            Check::fail("token", e.to_string(), "see the advice in the evidence above"),
+            Check::fail(
+                "token",
+                e.to_string(),
+                "see the advice in the evidence above",
+            ),
             None,
         ),
     }
@@ -385,18 +431,34 @@ pub(crate) fn token(cx: &Context, host: &Host) -> (Check, Option<AuthToken>) {
 pub(crate) fn cache(cx: &Context) -> Check {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(dir) = &cx.cache_dir else {
-        return Check::skip("cache", "the cache is off (AWS_ECR_DISABLE_CACHE) or has no directory");
+        return Check::skip(
+            "cache",
+            "the cache is off (AWS_ECR_DISABLE_CACHE) or has no directory",
+        );
     };
     let shown = dir.display();
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
-        Err(_) => return Check::ok("cache", format!("{shown} does not exist yet; the first get creates it (0700)")),
+        Err(_) => {
+            return Check::ok(
+                "cache",
+                format!("{shown} does not exist yet; the first get creates it (0700)"),
+            )
+        }
     };
     if meta.file_type().is_symlink() {
-        return Check::fail("cache", format!("{shown} is a symbolic link: the helper will not use it"), format!("rm {shown} (the helper recreates it)"));
+        return Check::fail(
+            "cache",
+            format!("{shown} is a symbolic link: the helper will not use it"),
+            format!("rm {shown} (the helper recreates it)"),
+        );
     }
     if !meta.is_dir() {
-        return Check::fail("cache", format!("{shown} is not a directory"), format!("remove {shown} or set ECR_AUTH_CACHE_DIR"));
+        return Check::fail(
+            "cache",
+            format!("{shown} is not a directory"),
+            format!("remove {shown} or set ECR_AUTH_CACHE_DIR"),
+        );
     }
     let me = crate::files::euid();
     let mode = meta.permissions().mode() & 0o7777;
@@ -409,13 +471,35 @@ pub(crate) fn cache(cx: &Context) -> Check {
     }
     if mode & 0o022 != 0 {
         return if meta.uid() == me {
-            Check::warn("cache", format!("{shown} has mode {mode:o}: writable by others"), format!("chmod 700 {shown} (the helper narrows it on its next write)"))
+            Check::warn(
+                "cache",
+                format!("{shown} has mode {mode:o}: writable by others"),
+                format!("chmod 700 {shown} (the helper narrows it on its next write)"),
+            )
         } else {
-            Check::fail("cache", format!("{shown} has mode {mode:o}: writable by others, and not this user's to narrow"), format!("chmod 700 {shown} as root"))
+            Check::fail(
+                "cache",
+                format!(
+                    "{shown} has mode {mode:o}: writable by others, and not this user's to narrow"
+                ),
+                format!("chmod 700 {shown} as root"),
+            )
         };
     }
-    let entries = std::fs::read_dir(dir).map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count()).unwrap_or(0);
-    Check::ok("cache", format!("{shown}: owned by uid {}, mode {mode:o}, {entries} cached token(s)", meta.uid()))
+    let entries = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0);
+    Check::ok(
+        "cache",
+        format!(
+            "{shown}: owned by uid {}, mode {mode:o}, {entries} cached token(s)",
+            meta.uid()
+        ),
+    )
 }
 
 /// 8. The broker, if one is configured.

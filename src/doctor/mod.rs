@@ -126,7 +126,8 @@ struct Walk {
 impl Walk {
     fn push(&mut self, c: Check) {
         if self.failed {
-            self.checks.push(Check::skip(c.id, "not checked: an earlier step failed"));
+            self.checks
+                .push(Check::skip(c.id, "not checked: an earlier step failed"));
             return;
         }
         self.failed = c.status == Status::Fail;
@@ -165,7 +166,11 @@ fn docker_config_dir(env: &Env, opts: &Options) -> (PathBuf, String) {
 /// The registries of the ecr-auth config file and the ECR hosts the Docker
 /// config names.
 fn default_targets(config: &Config, docker_config: &std::path::Path) -> Vec<String> {
-    let mut out: Vec<String> = config.registries.iter().map(|r| r.host.to_string()).collect();
+    let mut out: Vec<String> = config
+        .registries
+        .iter()
+        .map(|r| r.host.to_string())
+        .collect();
     if let Ok(Some(doc)) = DockerConfig::read(docker_config) {
         let named = doc
             .cred_helpers()

@@ -109,7 +109,10 @@ fn request(
         .method(method)
         .uri(url)
         .header("Authorization", format!("Basic {basic}"))
-        .header("User-Agent", concat!("ecr-auth-doctor/", env!("CARGO_PKG_VERSION")));
+        .header(
+            "User-Agent",
+            concat!("ecr-auth-doctor/", env!("CARGO_PKG_VERSION")),
+        );
     if let Some(a) = accept {
         req = req.header("Accept", a);
     }
@@ -125,21 +128,28 @@ fn request(
         Ok(Err(e)) => {
             let chain = crate::tokens::aws::error_chain(&e);
             let lower = chain.to_ascii_lowercase();
-            Err(if lower.contains("dns error") || lower.contains("failed to lookup") {
-                ProbeError::Dns {
-                    host: url.split('/').nth(2).unwrap_or(url).to_string(),
-                    detail: chain,
-                }
-            } else if lower.contains("connection refused") {
-                ProbeError::Refused { url: url.to_string() }
-            } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-                ProbeError::Tls {
-                    url: url.to_string(),
-                    detail: chain,
-                }
-            } else {
-                other(chain)
-            })
+            Err(
+                if lower.contains("dns error") || lower.contains("failed to lookup") {
+                    ProbeError::Dns {
+                        host: url.split('/').nth(2).unwrap_or(url).to_string(),
+                        detail: chain,
+                    }
+                } else if lower.contains("connection refused") {
+                    ProbeError::Refused {
+                        url: url.to_string(),
+                    }
+                } else if lower.contains("certificate")
+                    || lower.contains("tls")
+                    || lower.contains("handshake")
+                {
+                    ProbeError::Tls {
+                        url: url.to_string(),
+                        detail: chain,
+                    }
+                } else {
+                    other(chain)
+                },
+            )
         }
     }
 }

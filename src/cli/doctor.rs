@@ -21,6 +21,15 @@ pub struct Args {
     #[arg(long, value_name = "SOCKET")]
     pub broker: Option<String>,
 
+    /// Also check a gitlab-runner config.toml: each Docker runner's DOCKER_AUTH_CONFIG,
+    /// its job volumes, privileged.
+    #[arg(long, value_name = "PATH")]
+    pub gitlab_runner_config: Option<PathBuf>,
+
+    /// Only this runner of --gitlab-runner-config.
+    #[arg(long, value_name = "NAME", requires = "gitlab_runner_config")]
+    pub runner: Option<String>,
+
     /// `text` (a checklist) or `json` (one document).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
@@ -32,6 +41,8 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         targets: args.targets,
         docker_config: args.docker_config,
         broker: args.broker,
+        runner_config: args.gitlab_runner_config,
+        runner: args.runner,
     };
     let report = match doctor::run(&ctx.env, &config, config.path.clone(), &opts) {
         Ok(r) => r,

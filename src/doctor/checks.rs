@@ -311,21 +311,7 @@ pub(crate) fn helper(cx: &Context, route: &Route) -> Check {
             "ecr-auth install --dir /usr/local/bin (installs docker-credential-ecr-login and docker-credential-ecr-auth)",
         );
     };
-    let version = std::process::Command::new(first)
-        .arg("version")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default();
+    let version = helper_version(first);
     let which = if version.starts_with("ecr-auth") {
         version.clone()
     } else if version.is_empty() {
@@ -345,6 +331,34 @@ pub(crate) fn helper(cx: &Context, route: &Route) -> Check {
         ));
     }
     Check::ok("helper", evidence)
+}
+
+/// The first line `HELPER version` prints, waiting at most 5 seconds.
+fn helper_version(exe: &Path) -> String {
+    use std::io::Read;
+    let Ok(mut child) = std::process::Command::new(exe)
+        .arg("version")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return String::new();
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            return "a helper that hangs on `version`".into();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    out.lines().next().unwrap_or("").trim().to_string()
 }
 
 fn is_executable(p: &Path) -> bool {

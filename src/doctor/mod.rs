@@ -8,6 +8,7 @@ mod checks;
 mod probe;
 mod regions;
 pub mod report;
+mod runner;
 
 use std::path::PathBuf;
 
@@ -29,6 +30,9 @@ pub struct Options {
     pub docker_config: Option<PathBuf>,
     /// A broker socket (`unix://PATH` or a path) instead of `ECR_AUTH_BROKER`.
     pub broker: Option<String>,
+    /// A gitlab-runner config.toml to check, and optionally one runner of it.
+    pub runner_config: Option<PathBuf>,
+    pub runner: Option<String>,
 }
 
 /// Errors that stop `doctor` before any check: bad usage.
@@ -79,7 +83,14 @@ pub fn run(
         .iter()
         .map(|t| examine(&cx, &Subject::parse(t)))
         .collect();
-    Ok(Report::new(registries, None, None))
+    let runner = opts.runner_config.as_ref().map(|p| {
+        let hosts: Vec<Host> = targets
+            .iter()
+            .filter_map(|t| Subject::parse(t).host)
+            .collect();
+        runner::check(p, opts.runner.as_deref(), &hosts)
+    });
+    Ok(Report::new(registries, runner, None))
 }
 
 /// The checks of one registry, stopping at the first failure.

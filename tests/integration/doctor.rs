@@ -391,3 +391,61 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn runner_checks_sit_beside_the_registries() {
+    let lab = Lab::new();
+    let host = lab.registry.addr.clone();
+    let config = lab.tmp.join("runner-config.toml");
+    let write = |auth: &str| {
+        fs::write(
+            &config,
+            format!(
+                "concurrent = 1\n[[runners]]\n  name = \"ci\"\n  executor = \"docker\"\n  environment = ['DOCKER_AUTH_CONFIG={auth}']\n  [runners.docker]\n    privileged = false\n"
+            ),
+        )
+        .unwrap()
+    };
+    write(&format!(r#"{{"credHelpers":{{"{host}":"ecr-login"}}}}"#));
+    let run = || {
+        let out = lab
+            .command()
+            .args(["doctor", "--format", "json", "--gitlab-runner-config"])
+            .arg(&config)
+            .arg(&host)
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", common::output_text(&out)));
+        (out, json)
+    };
+    let (out, json) = run();
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    assert_eq!(json["runner"][0]["id"], "runner");
+    assert_eq!(json["runner"][0]["status"], "ok", "{json:#}");
+    assert!(json["runner"][0]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("would replace this one entirely"));
+
+    write(r#"{"credHelpers":"#);
+    let (out, json) = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json["ok"], false);
+    assert_eq!(
+        json["registries"][0]["checks"][0]["status"], "ok",
+        "the registry itself is fine"
+    );
+    assert_eq!(json["runner"][0]["status"], "fail");
+    assert!(
+        json["runner"][0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("DOCKER_AUTH_CONFIG in environment is not valid JSON"),
+        "{json:#}"
+    );
+    assert!(json["runner"][0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("ecr-auth configure gitlab-runner"));
+}

@@ -15,6 +15,7 @@ use crate::tokens::Tokens;
 pub(crate) mod auth_config;
 pub(crate) mod configure;
 pub(crate) mod docker_credential;
+pub(crate) mod doctor;
 pub(crate) mod get_login_password;
 pub(crate) mod gitlab;
 pub(crate) mod install;
@@ -54,6 +55,8 @@ pub(crate) enum Command {
     Gitlab(gitlab::Args),
     /// Docker Swarm: keep every service's registry auth fresh.
     Swarm(swarm::Args),
+    /// Walk the path a pull takes and name the first broken step, with a fix.
+    Doctor(doctor::Args),
     /// Install the binary and its credential-helper names into a directory.
     Install(install::Args),
     /// Print the version.
@@ -205,6 +208,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Gitlab(a) => gitlab::run(a, &ctx),
         Command::Swarm(a) => swarm::run(a, &ctx),
         Command::Install(a) => install::run(a, &ctx),
+        Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Version => {
             println!("ecr-auth {}", crate::VERSION);
             Ok(0)

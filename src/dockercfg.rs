@@ -129,10 +129,6 @@ impl DockerConfig {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.doc.is_empty()
-    }
-
     /// Hosts with an `auths` entry, in document order.
     pub fn auth_hosts(&self) -> Vec<&str> {
         match self.doc.get(AUTHS) {
@@ -186,29 +182,6 @@ impl DockerConfig {
             .insert(CREDS_STORE.to_string(), Value::String(helper.to_string()));
     }
 
-    /// Copies `other`'s `auths`, `credHelpers` and `credsStore` into this one
-    /// (other's entries win) and adds its other keys this one lacks.
-    pub fn merge_from(&mut self, other: &DockerConfig) {
-        for (key, value) in &other.doc {
-            match (key.as_str(), value) {
-                (AUTHS | CRED_HELPERS, Value::Object(entries)) => {
-                    let section = self.section(key);
-                    for (host, v) in entries {
-                        section.insert(host.clone(), v.clone());
-                    }
-                }
-                (CREDS_STORE, _) => {
-                    self.doc.insert(key.clone(), value.clone());
-                }
-                _ => {
-                    if !self.doc.contains_key(key) {
-                        self.doc.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-        }
-    }
-
     /// The `auths`/`credHelpers` object, created (at the end) if absent or null.
     fn section(&mut self, key: &str) -> &mut Map<String, Value> {
         let slot = self
@@ -235,10 +208,6 @@ impl DockerConfig {
         let mut text = String::from_utf8(out).expect("serde_json writes UTF-8");
         text.push('\n');
         text
-    }
-
-    pub fn as_value(&self) -> Value {
-        Value::Object(self.doc.clone())
     }
 }
 
@@ -319,7 +288,7 @@ mod tests {
     #[test]
     fn creates_sections_and_replaces_entries() {
         let mut c = DockerConfig::parse("  \n", "empty").unwrap();
-        assert!(c.is_empty());
+        assert_eq!(c.to_compact(), "{}");
         c.set_auth_value("h", "$ECR_AUTH_TOKEN_EU_WEST_1");
         c.set_auth_value("h", "$X");
         c.set_creds_store("ecr-login");
@@ -335,25 +304,6 @@ mod tests {
             n.to_compact(),
             r#"{"auths":{"c":{"auth":"d"}},"credHelpers":{"a":"b"}}"#
         );
-    }
-
-    #[test]
-    fn merge_keeps_both_sides() {
-        let mut ours = DockerConfig::parse(r#"{"auths":{"a":{"auth":"new"}}}"#, "t").unwrap();
-        let theirs = DockerConfig::parse(
-            r#"{"auths":{"a":{"auth":"old"},"b":{"auth":"keep"}},"credHelpers":{"c":"x"},"credsStore":"s","HttpHeaders":{"U":"v"}}"#,
-            "t",
-        )
-        .unwrap();
-        let mut base = theirs.clone();
-        base.merge_from(&ours);
-        assert_eq!(
-            base.to_compact(),
-            r#"{"auths":{"a":{"auth":"new"},"b":{"auth":"keep"}},"credHelpers":{"c":"x"},"credsStore":"s","HttpHeaders":{"U":"v"}}"#
-        );
-        ours.merge_from(&theirs);
-        assert_eq!(ours.auth("a"), Some("old"));
-        assert_eq!(ours.cred_helpers(), vec![("c", "x")]);
     }
 
     #[test]

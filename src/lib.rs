@@ -4,30 +4,30 @@
 //! through [`tokens::Tokens`] and only formats the result its own way.
 
 pub(crate) mod auth_document;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub(crate) mod configure;
 pub(crate) mod diff;
-pub mod dockercfg;
-pub mod doctor;
-pub mod duration;
+pub(crate) mod dockercfg;
+pub(crate) mod doctor;
+pub(crate) mod duration;
 pub mod env;
-pub mod files;
+pub(crate) mod files;
 #[cfg(test)]
 mod fuzzing;
-pub mod gitlab;
+pub(crate) mod gitlab;
 pub mod hardening;
-pub mod helper;
+pub(crate) mod helper;
 pub(crate) mod http;
-pub mod install;
-pub mod logging;
+pub(crate) mod install;
+pub(crate) mod logging;
 pub mod registry;
 pub(crate) mod report;
 pub mod secret;
 pub mod swarm;
 pub mod tokens;
-pub mod url;
+pub(crate) mod url;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

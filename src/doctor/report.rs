@@ -65,13 +65,6 @@ pub struct RegistryReport {
     pub checks: Vec<Check>,
 }
 
-impl RegistryReport {
-    /// The first failing check: where a pull breaks.
-    pub fn first_failure(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.status == Status::Fail)
-    }
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub ok: bool,

@@ -52,10 +52,6 @@ impl Env {
         self.vars.insert(key.into(), value.into());
     }
 
-    pub fn remove(&mut self, key: &str) {
-        self.vars.remove(key);
-    }
-
     pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }

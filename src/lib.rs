@@ -4,6 +4,7 @@
 //! through [`tokens::Tokens`] and only formats the result its own way.
 
 pub mod backoff;
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;

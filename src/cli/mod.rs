@@ -17,6 +17,7 @@ pub mod docker_credential;
 pub mod get_login_password;
 pub mod gitlab;
 pub mod install;
+pub mod serve;
 pub mod swarm;
 
 #[derive(Parser, Debug)]
@@ -55,6 +56,8 @@ pub enum Command {
     Swarm(swarm::Args),
     /// Install the binary and its credential-helper names into a directory.
     Install(install::Args),
+    /// The token broker: ECR tokens for allowed registries over a unix socket.
+    Serve(serve::Args),
     /// Print the version.
     Version,
 }
@@ -124,6 +127,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     match &cli.command {
         Command::Swarm(a) => crate::logging::init(&a.log_env(&env), a.log_format()),
+        Command::Serve(_) => crate::logging::init(&serve::log_env(&env), Default::default()),
         _ => crate::logging::init(&env, crate::logging::Format::Text),
     }
     let ctx = Context {
@@ -138,6 +142,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Gitlab(a) => gitlab::run(a, &ctx),
         Command::Swarm(a) => swarm::run(a, &ctx),
         Command::Install(a) => install::run(a, &ctx),
+        Command::Serve(a) => serve::run(a, &ctx),
         Command::Version => {
             println!("ecr-auth {}", crate::VERSION);
             Ok(0)

@@ -171,7 +171,7 @@ impl Answer {
 }
 
 /// What a request needs when no token is in hand: a fetch (blocking).
-pub struct Pending(Resolved);
+pub struct Pending(Box<Resolved>);
 
 struct Served {
     resolved: Resolved,
@@ -227,14 +227,14 @@ impl Broker {
             Some(s) if s.token.expires_at > now + MIN_VALIDITY_SECS => {
                 Ok(Answer::Token(s.token.clone()))
             }
-            _ => Err(Pending(resolved)),
+            _ => Err(Pending(Box::new(resolved))),
         }
     }
 
     /// The slow part: ask the token service (one AWS call per identity and
     /// region, whoever else is waiting for it). Blocking.
     pub fn fetch(&self, pending: Pending) -> Answer {
-        let resolved = pending.0;
+        let resolved = *pending.0;
         match self.tokens.get_many(std::slice::from_ref(&resolved)).pop() {
             Some(Ok(token)) => {
                 if token.expires_at > self.tokens.now() {

@@ -111,7 +111,9 @@ impl Broker {
 fn face(broker_url: &str, home: &Path, args: &[&str], stdin: &str) -> Output {
     let mut cmd = Command::new(common::bin());
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") || key.to_string_lossy().starts_with("ECR_AUTH") {
+        if key.to_string_lossy().starts_with("AWS_")
+            || key.to_string_lossy().starts_with("ECR_AUTH")
+        {
             cmd.env_remove(key);
         }
     }
@@ -161,11 +163,19 @@ fn broker_socket_is_0660_with_its_group_and_refuses_a_symlink_or_no_allow_list()
         &["--allow".into(), HOST_A.into()],
     ));
     assert!(out.contains("is a symlink"), "{out}");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     assert!(!tmp.join("elsewhere").exists());
 
     // No allow-list: refused.
-    let out = run_fails(&mut serve_cmd(tmp.path(), &tokens.endpoint, &tmp.join("b.sock"), &[]));
+    let out = run_fails(&mut serve_cmd(
+        tmp.path(),
+        &tokens.endpoint,
+        &tmp.join("b.sock"),
+        &[],
+    ));
     assert!(out.contains("refuses to start: no allow-list"), "{out}");
     // A socket in a world-writable directory: refused.
     let open = tmp.join("open");
@@ -189,7 +199,12 @@ fn broker_hands_out_allowed_tokens_and_the_helper_says_not_found_for_the_rest() 
     let tokens = TokenServer::start();
     let b = Broker::start(
         &tokens,
-        &["--allow", "*.dkr.ecr.eu-west-1.amazonaws.com", "--allow", HOST_A],
+        &[
+            "--allow",
+            "*.dkr.ecr.eu-west-1.amazonaws.com",
+            "--allow",
+            HOST_A,
+        ],
     );
     let home = TempDir::new("broker-home");
     let url = b.url();
@@ -208,7 +223,11 @@ fn broker_hands_out_allowed_tokens_and_the_helper_says_not_found_for_the_rest() 
         let out = helper_get(&url, home.path(), host);
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(text(&out.stdout), format!("{NOT_FOUND}\n"), "{host}");
-        assert!(text(&out.stderr).contains(reason), "{host}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(reason),
+            "{host}: {}",
+            text(&out.stderr)
+        );
     }
 
     // list: what the broker names, without patterns.
@@ -240,21 +259,36 @@ fn broker_hands_out_allowed_tokens_and_the_helper_says_not_found_for_the_rest() 
     let expires = r.json()["expires_at"].as_i64().unwrap();
     assert!((expires - now_unix() - 43200).abs() < 120, "{expires}");
     let log = b.log();
-    let audit: Vec<&str> = log.lines().filter(|l| l.contains("token request")).collect();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("token request"))
+        .collect();
     assert!(audit.len() >= 7, "{log}");
     let me = unsafe_euid();
     assert!(
-        audit.iter().any(|l| l.contains(&format!("registry=\"{NOT_ALLOWED}\" result=not_allowed uid={me} gid=")) && l.contains(" pid=")),
+        audit.iter().any(|l| l.contains(&format!(
+            "registry=\"{NOT_ALLOWED}\" result=not_allowed uid={me} gid="
+        )) && l.contains(" pid=")),
         "{log}"
     );
 
     // No secret in any line, at trace level.
     let password = tokens.password();
-    for secret in [&password[..40], "ecr-auth-lab-secret", "AKIAECRAUTHLABTEST00", &auth[..40]] {
+    for secret in [
+        &password[..40],
+        "ecr-auth-lab-secret",
+        "AKIAECRAUTHLABTEST00",
+        &auth[..40],
+    ] {
         assert!(!log.contains(secret), "a secret in the broker log:\n{log}");
     }
     let r = http_unix(&b.socket, "GET", "/metrics", &[], b"").unwrap();
-    assert!(r.text().contains("ecr_auth_broker_requests_total{result=\"not_allowed\"} 2"), "{}", r.text());
+    assert!(
+        r.text()
+            .contains("ecr_auth_broker_requests_total{result=\"not_allowed\"} 2"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]
@@ -298,7 +332,10 @@ fn an_unreachable_broker_is_an_error_naming_the_socket_and_a_restart_heals_it() 
         let out = helper_get(&url, home.path(), HOST_A);
         assert_eq!(out.status.code(), Some(1));
         let o = text(&out.stdout);
-        assert!(o.contains(&format!("cannot reach the ecr-auth broker at {url}")), "{o}");
+        assert!(
+            o.contains(&format!("cannot reach the ecr-auth broker at {url}")),
+            "{o}"
+        );
         assert!(o.contains("`ecr-auth serve` is running"), "{o}");
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -366,7 +403,11 @@ fn garbage_oversized_slow_and_idle_clients_never_stop_a_normal_one() {
         let t = Instant::now();
         let r = b.get(HOST_A);
         assert_eq!(r.status, 200, "{what}: {}", r.text());
-        assert!(t.elapsed() < Duration::from_secs(3), "{what}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{what}: {:?}",
+            t.elapsed()
+        );
     };
     normal("first");
 
@@ -377,18 +418,27 @@ fn garbage_oversized_slow_and_idle_clients_never_stop_a_normal_one() {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let answer = text(&buf);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
     normal("after garbage");
 
     // Oversized request head: refused.
     let mut s = UnixStream::connect(&b.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let big = format!("GET /v1/token?registry={HOST_A} HTTP/1.1\r\nHost: b\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let big = format!(
+        "GET /v1/token?registry={HOST_A} HTTP/1.1\r\nHost: b\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
     let _ = s.write_all(big.as_bytes());
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let answer = text(&buf);
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
     // Too many headers, a body: refused.
     let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
     let mut s = UnixStream::connect(&b.socket).unwrap();
@@ -397,7 +447,14 @@ fn garbage_oversized_slow_and_idle_clients_never_stop_a_normal_one() {
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     assert!(!text(&buf).starts_with("HTTP/1.1 200"), "{}", text(&buf));
-    let r = http_unix(&b.socket, "GET", &format!("/v1/token?registry={HOST_A}"), &[], b"x").unwrap();
+    let r = http_unix(
+        &b.socket,
+        "GET",
+        &format!("/v1/token?registry={HOST_A}"),
+        &[],
+        b"x",
+    )
+    .unwrap();
     assert_eq!(r.status, 413);
 
     // A client that sends one byte a second, and 1,000 idle connections.
@@ -406,7 +463,10 @@ fn garbage_oversized_slow_and_idle_clients_never_stop_a_normal_one() {
         std::thread::spawn(move || {
             let start = Instant::now();
             let mut s = UnixStream::connect(&socket).unwrap();
-            for byte in b"GET /v1/token?registry=x HTTP/1.1\r\nHost: b\r\n\r\n".iter().cycle() {
+            for byte in b"GET /v1/token?registry=x HTTP/1.1\r\nHost: b\r\n\r\n"
+                .iter()
+                .cycle()
+            {
                 if s.write_all(&[*byte]).is_err() || start.elapsed() > Duration::from_secs(60) {
                     break;
                 }
@@ -416,14 +476,19 @@ fn garbage_oversized_slow_and_idle_clients_never_stop_a_normal_one() {
         })
     };
     let idle: Vec<UnixStream> = (0..1000)
-        .map(|i| UnixStream::connect(&b.socket).unwrap_or_else(|e| panic!("idle connection {i}: {e}")))
+        .map(|i| {
+            UnixStream::connect(&b.socket).unwrap_or_else(|e| panic!("idle connection {i}: {e}"))
+        })
         .collect();
     for i in 0..5 {
         normal(&format!("with 1,000 idle connections, round {i}"));
         std::thread::sleep(Duration::from_millis(500));
     }
     let slow_lasted = slow.join().unwrap();
-    assert!(slow_lasted < Duration::from_secs(40), "the slow client was served for {slow_lasted:?}");
+    assert!(
+        slow_lasted < Duration::from_secs(40),
+        "the slow client was served for {slow_lasted:?}"
+    );
     // The idle ones are closed by the broker.
     let start = Instant::now();
     for mut s in idle.into_iter().take(50) {
@@ -431,7 +496,11 @@ fn garbage_oversized_slow_and_idle_clients_never_stop_a_normal_one() {
         let mut buf = [0u8; 16];
         assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
     }
-    assert!(start.elapsed() < Duration::from_secs(40), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        start.elapsed()
+    );
     normal("at the end");
 }
 
@@ -446,8 +515,15 @@ fn pull_only_tokens_come_from_a_session_limited_to_the_repositories() {
     let b = Broker::start(
         &tokens,
         &[
-            "--allow", HOST_A, "--pull-only", "--role-arn", role,
-            "--repository", repos[0], "--repository", repos[1],
+            "--allow",
+            HOST_A,
+            "--pull-only",
+            "--role-arn",
+            role,
+            "--repository",
+            repos[0],
+            "--repository",
+            repos[1],
         ],
     );
     let r = b.get(HOST_A);
@@ -458,8 +534,12 @@ fn pull_only_tokens_come_from_a_session_limited_to_the_repositories() {
     assert_eq!(tokens.assumed_roles(), vec![role.to_string()]);
     assert_eq!(tokens.session_durations(), vec![Some(43200)]);
     assert_eq!(tokens.callers(), vec![TokenServer::role_access_key(role)]);
-    let policy: serde_json::Value =
-        serde_json::from_str(tokens.session_policies()[0].as_deref().expect("a session policy")).unwrap();
+    let policy: serde_json::Value = serde_json::from_str(
+        tokens.session_policies()[0]
+            .as_deref()
+            .expect("a session policy"),
+    )
+    .unwrap();
     assert_eq!(
         policy,
         serde_json::json!({
@@ -496,12 +576,19 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
     let job_config = tmp.join("config.json");
     std::fs::write(
         &job_config,
-        format!(r#"{{"credHelpers":{{"{}":"ecr-login","public.ecr.aws":"ecr-login"}}}}"#, registry.addr),
+        format!(
+            r#"{{"credHelpers":{{"{}":"ecr-login","public.ecr.aws":"ecr-login"}}}}"#,
+            registry.addr
+        ),
     )
     .unwrap();
     let marker = tmp.join("job");
     std::fs::write(&marker, "a job image with nothing in it\n").unwrap();
-    dockerd.build_image("lab/scratch-job:latest", &[("job", &marker)], "FROM scratch\nCOPY job /job\n");
+    dockerd.build_image(
+        "lab/scratch-job:latest",
+        &[("job", &marker)],
+        "FROM scratch\nCOPY job /job\n",
+    );
 
     let image = registry.image("team/app", "1.0");
     let name = format!("broker-job-{}", std::process::id());
@@ -516,30 +603,60 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
         .arg("-v")
         .arg(format!("{}:/run/ecr-auth/broker.sock", b.socket.display()))
         .arg("-v")
-        .arg(format!("{}:/usr/local/bin/docker-credential-ecr-login:ro", static_bin.display()))
+        .arg(format!(
+            "{}:/usr/local/bin/docker-credential-ecr-login:ro",
+            static_bin.display()
+        ))
         .arg("-v")
-        .arg(format!("{}:/root/.docker/config.json:ro", job_config.display()))
+        .arg(format!(
+            "{}:/root/.docker/config.json:ro",
+            job_config.display()
+        ))
         .arg("-v")
-        .arg(format!("{}:/usr/local/bin/docker:ro", tool("docker").display()))
+        .arg(format!(
+            "{}:/usr/local/bin/docker:ro",
+            tool("docker").display()
+        ))
         .arg("-v")
         .arg(format!("{}:/var/run/docker.sock", dockerd.socket.display()))
         .args([
-            "-e", "ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock",
-            "-e", "HOME=/root",
-            "-e", "DOCKER_CONFIG=/root/.docker",
-            "-e", "PATH=/usr/local/bin",
+            "-e",
+            "ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock",
+            "-e",
+            "HOME=/root",
+            "-e",
+            "DOCKER_CONFIG=/root/.docker",
+            "-e",
+            "PATH=/usr/local/bin",
             "lab/scratch-job:latest",
-            "docker", "pull", "-q", &image,
+            "docker",
+            "pull",
+            "-q",
+            &image,
         ]);
     let out = common::run_ok(&mut cmd);
     assert!(out.contains(&image), "{out}");
-    let repo_digests = common::run_ok(dockerd.docker().args(["image", "inspect", "--format", "{{json .RepoDigests}}", &image]));
+    let repo_digests = common::run_ok(dockerd.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &image,
+    ]));
     assert!(repo_digests.contains(&digest), "{repo_digests}");
 
     // The job's environment and file system: no AWS variable, no AWS file.
-    let env = common::run_ok(dockerd.docker().args(["inspect", "--format", "{{json .Config.Env}}", &name]));
+    let env = common::run_ok(dockerd.docker().args([
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &name,
+    ]));
     assert!(!env.contains("AWS_"), "{env}");
-    assert!(env.contains("ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock"), "{env}");
+    assert!(
+        env.contains("ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock"),
+        "{env}"
+    );
     let tar = tmp.join("job.tar");
     common::run_ok(dockerd.docker().args(["export", "-o"]).arg(&tar).arg(&name));
     let files = common::run_ok(Command::new("tar").arg("-tf").arg(&tar));
@@ -550,7 +667,10 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
 
     // A registry outside the allow-list is not-found in the job; the broker's AWS calls are counted.
     let log = b.log();
-    assert!(log.contains(&format!("registry=\"{}\" result=token", registry.addr)), "{log}");
+    assert!(
+        log.contains(&format!("registry=\"{}\" result=token", registry.addr)),
+        "{log}"
+    );
     assert_eq!(tokens.calls(), 1);
     let out = helper_get(&b.url(), tmp.path(), NOT_ALLOWED);
     assert_eq!(text(&out.stdout), format!("{NOT_FOUND}\n"));

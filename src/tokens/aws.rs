@@ -505,6 +505,101 @@ fn token_advice(code: Option<&str>) -> &'static str {
 #[derive(Debug, Clone)]
 struct RecordEndpoint(Arc<Mutex<Option<String>>>);
 
+/// Remembers the `Date` header of the answer (unix seconds): AWS's clock, to
+/// tell clock skew (SigV4 fails beyond 5 minutes) from other failures.
+#[derive(Debug, Clone, Default)]
+struct RecordDate(Arc<Mutex<Option<i64>>>);
+
+impl Intercept for RecordDate {
+    fn name(&self) -> &'static str {
+        "RecordDate"
+    }
+    fn read_after_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| {
+                aws_smithy_types::DateTime::from_str(
+                    d,
+                    aws_smithy_types::date_time::Format::HttpDate,
+                )
+                .ok()
+            })
+            .map(|d| d.secs());
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = date;
+        Ok(())
+    }
+}
+
+/// Who AWS thinks the credentials are (STS GetCallerIdentity), for `doctor`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallerIdentity {
+    pub account: String,
+    pub arn: String,
+    /// The credential source, by name.
+    pub source: String,
+    /// The STS endpoint asked.
+    pub endpoint: String,
+    /// AWS's clock (the answer's `Date` header), unix seconds, if it sent one.
+    pub server_time: Option<i64>,
+}
+
+/// STS GetCallerIdentity with the credentials a fetch for `creds` would use.
+pub(crate) async fn caller_identity(
+    env: &Env,
+    web: Option<&WebIdentity>,
+    creds: &CredentialSource,
+    deadline: Duration,
+) -> Result<CallerIdentity, TokenError> {
+    let source = identity::describe_source(env, web, creds);
+    let endpoint = Arc::new(Mutex::new(None));
+    let date = RecordDate::default();
+    let work = async {
+        let (config, credentials) = resolve_identity(env, web, creds, deadline).await?;
+        let conf = aws_sdk_sts::config::Builder::from(&config)
+            .credentials_provider(credentials)
+            .interceptor(RecordEndpoint(endpoint.clone()))
+            .interceptor(date.clone())
+            .build();
+        let out = aws_sdk_sts::Client::from_conf(conf)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| {
+                let (cause, code) = sdk_error_cause(&e);
+                TokenError::Aws {
+                    what: format!(
+                        "asking STS who the credentials are (GetCallerIdentity at {}, credentials: {source})",
+                        endpoint_name(&endpoint, "STS")
+                    ),
+                    cause,
+                    advice: token_advice(code.as_deref()).into(),
+                }
+            })?;
+        Ok(CallerIdentity {
+            account: out.account.unwrap_or_default(),
+            arn: out.arn.unwrap_or_default(),
+            source: source.clone(),
+            endpoint: endpoint_name(&endpoint, "STS"),
+            server_time: *date.0.lock().unwrap_or_else(|e| e.into_inner()),
+        })
+    };
+    match tokio::time::timeout(deadline, work).await {
+        Ok(r) => r,
+        Err(_) => Err(TokenError::Aws {
+            what: format!("asking STS who the credentials are ({source})"),
+            cause: format!("no answer within {}", humantime::format_duration(deadline)),
+            advice: "Check the network path to STS (firewall, proxy, AWS_ENDPOINT_URL)".into(),
+        }),
+    }
+}
+
 impl Intercept for RecordEndpoint {
     fn name(&self) -> &'static str {
         "RecordEndpoint"
@@ -755,6 +850,10 @@ mod tests {
 
     /// A server on 127.0.0.1 that answers every request with `status` and `body`.
     async fn answering(status: u16, body: &'static str) -> String {
+        answering_with(status, "", body).await
+    }
+
+    async fn answering_with(status: u16, headers: &'static str, body: &'static str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -767,7 +866,7 @@ mod tests {
                     let mut buf = vec![0u8; 65536];
                     let _ = sock.read(&mut buf).await;
                     let answer = format!(
-                        "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = sock.write_all(answer.as_bytes()).await;
@@ -867,6 +966,42 @@ mod tests {
                  Give that principal ecr:GetAuthorizationToken (e.g. the managed policy \
                  AmazonEC2ContainerRegistryReadOnly)"
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn caller_identity_names_the_principal_and_reads_aws_clock() {
+        let sts = answering_with(
+            200,
+            "date: Mon, 30 Nov 2026 22:00:00 GMT\r\n",
+            "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><GetCallerIdentityResult>\
+             <Arn>arn:aws:iam::123456789012:user/ci</Arn><UserId>AIDA</UserId><Account>123456789012</Account>\
+             </GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
+        )
+        .await;
+        let env = Env::from_pairs([
+            ("HOME", "/nonexistent"),
+            ("AWS_ACCESS_KEY_ID", "AKIAUNITTEST00001234"),
+            ("AWS_SECRET_ACCESS_KEY", "unit-test-secret-key"),
+            ("AWS_ENDPOINT_URL", sts.as_str()),
+        ]);
+        let who = caller_identity(
+            &env,
+            None,
+            &CredentialSource::default(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            who,
+            CallerIdentity {
+                account: "123456789012".into(),
+                arn: "arn:aws:iam::123456789012:user/ci".into(),
+                source: "environment variables (AWS_ACCESS_KEY_ID ending in 1234)".into(),
+                endpoint: sts.clone(),
+                server_time: Some(1_796_076_000),
+            }
         );
     }
 

@@ -631,6 +631,23 @@ impl Tokens {
         }
     }
 
+    /// Who AWS thinks the credentials for `registry` are, and AWS's clock
+    /// (STS GetCallerIdentity), within the cold deadline. For `doctor`. Blocking.
+    pub fn caller_identity(&self, registry: &Resolved) -> Result<aws::CallerIdentity, TokenError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TokenError::Internal(format!("cannot start the async runtime: {e}")))?;
+        let out = runtime.block_on(aws::caller_identity(
+            &self.env,
+            self.base.as_ref(),
+            &registry.creds,
+            self.limits.cold_deadline,
+        ));
+        runtime.shutdown_background();
+        out
+    }
+
     /// The entry for `key`: memory first, then the file cache.
     fn load(&self, key: &str) -> Option<cache::CachedToken> {
         if let Some(e) = self.memory.as_ref().and_then(|m| m.get(key)) {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use crate::common::{self, TempDir, TokenServer};
 
 const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
-const NOT_FOUND: &str = "credentials not found in native keychain";
 const NOBODY: u32 = 65534;
 
 fn helper(ts: &TokenServer, tmp: &TempDir, cache: &Path) -> Command {
@@ -283,4 +282,58 @@ fn a_closed_pipe_ends_the_process_quietly_without_a_core() {
     assert!(!out.status.core_dumped());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_hanging_credential_process_is_bounded_for_every_waiting_helper() {
+    let tmp = TempDir::new("sec-hang");
+    let config = tmp.join("aws-config");
+    fs::write(&config, "[profile hang]\ncredential_process = sleep 40\n").unwrap();
+    let start = |cache: &Path| {
+        let mut cmd = Command::new(common::bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("HOME", tmp.path())
+            .env("AWS_PROFILE", "hang")
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("ECR_AUTH_CACHE_DIR", cache)
+            .env("ECR_AUTH_TIMEOUT", "2s")
+            .args(["docker-credential", "get"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(HOST.as_bytes())
+            .unwrap();
+        child
+    };
+    let cache = tmp.join("cache");
+    let began = Instant::now();
+    // Two helpers for the same key: the second waits on the first one's lock.
+    let first = start(&cache);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = start(&cache);
+    let outs = [first, second].map(|c| c.wait_with_output().unwrap());
+    let took = began.elapsed();
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(1), "{}", common::output_text(out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("looking up AWS credentials (profile \"hang\" (AWS_PROFILE)) failed: no answer within 2s"),
+            "{stdout}"
+        );
+    }
+    // Each waits at most the deadline for the lock and the deadline for its own
+    // lookup: never the 40 s the credential_process hangs.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
 }

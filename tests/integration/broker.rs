@@ -169,6 +169,20 @@ fn broker_socket_is_0660_with_its_group_and_refuses_a_symlink_or_no_allow_list()
         .is_symlink());
     assert!(!tmp.join("elsewhere").exists());
 
+    // A socket of another user's at the path: refused, and left alone.
+    let foreign = tmp.join("foreign.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&foreign).unwrap();
+    drop(listener);
+    std::os::unix::fs::lchown(&foreign, Some(65534), Some(65534)).unwrap();
+    let out = run_fails(&mut serve_cmd(
+        tmp.path(),
+        &tokens.endpoint,
+        &foreign,
+        &["--allow".into(), HOST_A.into()],
+    ));
+    assert!(out.contains("belongs to uid 65534"), "{out}");
+    assert_eq!(std::fs::symlink_metadata(&foreign).unwrap().uid(), 65534);
+
     // No allow-list: refused.
     let out = run_fails(&mut serve_cmd(
         tmp.path(),

@@ -689,3 +689,47 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
     let out = helper_get(&b.url(), tmp.path(), NOT_ALLOWED);
     assert_eq!(text(&out.stdout), format!("{NOT_FOUND}\n"));
 }
+
+#[test]
+fn podman_pulls_through_the_broker_with_no_aws_credentials() {
+    let tokens = TokenServer::start();
+    let registry = Registry::start(&tokens.htpasswd);
+    registry.push_test_image("team/tool", "2", "AWS", &tokens.password());
+    let tmp = TempDir::new("broker-podman");
+    let config = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let authfile = tmp.join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(r#"{{"credHelpers":{{"{}":"ecr-login"}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let image = registry.image("team/tool", "2");
+    let mut cmd = podman(tmp.path());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("ECR_AUTH_BROKER", b.url())
+        .env_remove("ECR_AUTH_CONFIG")
+        .env("HOME", tmp.join("home"))
+        .env("PATH", path_with(&helper_path_dir(tmp.path())))
+        .args(["pull", "--quiet", "--tls-verify=false", "--authfile"])
+        .arg(&authfile)
+        .arg(&image);
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "podman pull: {}", output_text(&out));
+    assert_eq!(tokens.calls(), 1);
+    assert!(b
+        .log()
+        .contains(&format!("registry=\"{}\" result=token", registry.addr)));
+}

@@ -695,7 +695,7 @@ fn podman_pulls_through_the_broker_with_no_aws_credentials() {
     let tokens = TokenServer::start();
     let registry = Registry::start(&tokens.htpasswd);
     registry.push_test_image("team/tool", "2", "AWS", &tokens.password());
-    let tmp = TempDir::new("broker-podman");
+    let tmp = TempDir::new("bpod");
     let config = tmp.join("ecr-auth.toml");
     std::fs::write(
         &config,
@@ -732,4 +732,79 @@ fn podman_pulls_through_the_broker_with_no_aws_credentials() {
     assert!(b
         .log()
         .contains(&format!("registry=\"{}\" result=token", registry.addr)));
+}
+
+#[test]
+fn configure_gitlab_runner_broker_mounts_the_socket_and_no_aws_file_and_jobs_alone_warns() {
+    let tmp = TempDir::new("broker-configure");
+    let config = tmp.join("config.toml");
+    let configure = |extra: &[&str]| {
+        std::fs::copy(
+            common::repo_root()
+                .join("tests/data/gitlab/runner-config/01-register-default/config.toml"),
+            &config,
+        )
+        .unwrap();
+        let out = common::run(
+            Command::new(common::bin())
+                .env_remove("ECR_AUTH_CONFIG")
+                .env("HOME", tmp.join("home"))
+                .args(["configure", "gitlab-runner", "--runner-config"])
+                .arg(&config)
+                .args(["--registry", HOST_A, "--job-docker-config"])
+                .arg(tmp.join("job-config.json"))
+                .args(extra),
+        );
+        assert!(out.status.success(), "{}", output_text(&out));
+        let doc: toml::Value =
+            toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        (doc["runners"][0].clone(), text(&out.stderr))
+    };
+    let (runner, notes) = configure(&["--broker", "/run/ecr-auth/broker.sock"]);
+    let env: Vec<&str> = runner["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        env.contains(&"ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock"),
+        "{env:?}"
+    );
+    let volumes: Vec<&str> = runner["docker"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        volumes.contains(&"/run/ecr-auth/broker.sock:/run/ecr-auth/broker.sock"),
+        "read-write socket: {volumes:?}"
+    );
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.ends_with(":/root/.docker/config.json:ro")),
+        "{volumes:?}"
+    );
+    assert!(
+        !volumes.iter().any(|v| v.contains(".aws")),
+        "{volumes:?}"
+    );
+    assert!(!notes.contains("without --broker"), "{notes}");
+
+    let (_, notes) = configure(&["--jobs"]);
+    assert_eq!(
+        notes.matches("warning: without --broker every job").count(),
+        1,
+        "{notes}"
+    );
+    // --aws-credentials and --broker exclude each other.
+    let out = common::run(
+        Command::new(common::bin())
+            .args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(&config)
+            .args(["--broker", "--aws-credentials", "/x"]),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
 }

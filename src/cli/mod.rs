@@ -177,7 +177,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // clap keeps one value of a global flag given on both sides of the command
     // name; the one typed after it is told apart here, never silently dropped.
     let typed = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
-    let after = cli.config.clone().filter(|c| typed && before.as_ref() != Some(c));
+    let after = cli
+        .config
+        .clone()
+        .filter(|c| typed && before.as_ref() != Some(c));
     let global_config = GlobalConfigFlag { before, after };
     let configures_runner = matches!(
         &cli.command,
@@ -185,7 +188,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
             target: configure::Target::GitlabRunner(_)
         })
     );
-    if let (Some(b), Some(a), false) = (&global_config.before, &global_config.after, configures_runner) {
+    if let (Some(b), Some(a), false) = (
+        &global_config.before,
+        &global_config.after,
+        configures_runner,
+    ) {
         eprintln!(
             "ecr-auth: error: --config is given twice ({} before the command, {} after it); it names the one ecr-auth config file: give it once",
             b.display(),
@@ -243,13 +250,40 @@ mod tests {
     #[test]
     fn config_before_the_command_is_read_exactly() {
         for (words, want) in [
-            (&["ecr-auth", "--config", "e.toml", "configure", "gitlab-runner", "--config", "r.toml"][..], Some("e.toml")),
-            (&["ecr-auth", "--config=e.toml", "configure"][..], Some("e.toml")),
-            (&["ecr-auth", "configure", "gitlab-runner", "--config", "r.toml"][..], None),
+            (
+                &[
+                    "ecr-auth",
+                    "--config",
+                    "e.toml",
+                    "configure",
+                    "gitlab-runner",
+                    "--config",
+                    "r.toml",
+                ][..],
+                Some("e.toml"),
+            ),
+            (
+                &["ecr-auth", "--config=e.toml", "configure"][..],
+                Some("e.toml"),
+            ),
+            (
+                &[
+                    "ecr-auth",
+                    "configure",
+                    "gitlab-runner",
+                    "--config",
+                    "r.toml",
+                ][..],
+                None,
+            ),
             (&["ecr-auth", "--help"][..], None),
             (&["ecr-auth", "--", "--config", "x"][..], None),
         ] {
-            assert_eq!(config_before_command(&args(words)), want.map(PathBuf::from), "{words:?}");
+            assert_eq!(
+                config_before_command(&args(words)),
+                want.map(PathBuf::from),
+                "{words:?}"
+            );
         }
     }
 

@@ -1,15 +1,15 @@
 //! The registry probe: `GET /v2/` and `HEAD` of a manifest with the token, over
 //! HTTPS — and for loopback registries plain HTTP first, as Docker treats
 //! 127.0.0.0/8 as insecure. Network errors are named (DNS, refused, TLS, timeout).
+//! Through the crate's one HTTP client (`crate::http`).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::Request;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
+use crate::http::{BlockingClient, HttpError};
 use crate::registry::Host;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,17 +94,7 @@ fn request(
         url: url.to_string(),
         detail,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| other(format!("cannot start the async runtime: {e}")))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| other(format!("no CA certificates: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = BlockingClient::new(timeout).map_err(|e| other(e.to_string()))?;
     let mut req = Request::builder()
         .method(method)
         .uri(url)
@@ -116,17 +106,17 @@ fn request(
     if let Some(a) = accept {
         req = req.header("Accept", a);
     }
-    let req = req.body(Empty::new()).map_err(|e| other(e.to_string()))?;
-    let result = rt.block_on(async { tokio::time::timeout(timeout, client.request(req)).await });
-    rt.shutdown_background();
-    match result {
-        Err(_) => Err(ProbeError::Timeout {
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| other(e.to_string()))?;
+    match client.send(req) {
+        Ok(resp) => Ok(resp.status.as_u16()),
+        Err(HttpError::Timeout(_)) => Err(ProbeError::Timeout {
             url: url.to_string(),
             secs: timeout.as_secs(),
         }),
-        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
-        Ok(Err(e)) => {
-            let chain = crate::tokens::aws::error_chain(&e);
+        Err(e) => {
+            let chain = e.to_string();
             let lower = chain.to_ascii_lowercase();
             Err(
                 if lower.contains("dns error") || lower.contains("failed to lookup") {

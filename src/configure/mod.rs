@@ -346,11 +346,13 @@ pub(crate) fn runner_files(f: &RunnerConfigFlags) -> Result<RunnerFiles, String>
         }
     };
     let ecr_auth_config = match (&f.ecr_auth_config, global) {
-        (Some(a), Some(b)) if *a != b => return Err(format!(
+        (Some(a), Some(b)) if *a != b => {
+            return Err(format!(
             "two ecr-auth config files: --ecr-auth-config {} and --config {}; give one (--config)",
             show(a),
             show(&b)
-        )),
+        ))
+        }
         (Some(a), _) => Some(a.clone()),
         (None, g) => g,
     };

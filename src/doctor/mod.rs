@@ -106,12 +106,9 @@ fn examine(cx: &Context, s: &Subject) -> RegistryReport {
                 walk.step(|| (checks::helper(cx, &route), ()));
             }
         }
-        walk.step(|| {
-            let (identity, clock) = checks::identity_and_clock(cx, &resolved);
-            (identity, clock)
-        })
-        .flatten()
-        .map(|clock| walk.push(clock));
+        if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
+            walk.push(clock);
+        }
         let token = walk.step(|| checks::token(cx, &host)).flatten();
         walk.step(|| (checks::cache(cx), ()));
         if let Some(b) = checks::broker(cx) {

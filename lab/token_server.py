@@ -26,7 +26,9 @@ Control endpoints (JSON, for tests):
   GET  /_lab/calls     -> {"calls": N, "issued": M, "throttled": T, "held": H,
                            "by_region": {"eu-west-1": n, ...},
                            "callers": [access key id of each call, in order],
-                           "assumed_roles": [role ARN of each AssumeRole call, in order]}
+                           "assumed_roles": [role ARN of each AssumeRole call, in order],
+                           "session_policies": [the Policy parameter of each AssumeRole call, or null],
+                           "session_durations": [its DurationSeconds as an int, or null]}
                           calls counts every GetAuthorizationToken request (failed, throttled
                           and held ones too)
   GET  /_lab/config    -> the current config
@@ -116,6 +118,8 @@ class State:
         self.by_region = {}
         self.callers = []
         self.assumed_roles = []
+        self.session_policies = []
+        self.session_durations = []
         self.last_mtime_ns = 0
         self.password = None
         self.rotate()
@@ -205,6 +209,8 @@ class State:
                 "by_region": dict(self.by_region),
                 "callers": list(self.callers),
                 "assumed_roles": list(self.assumed_roles),
+                "session_policies": list(self.session_policies),
+                "session_durations": list(self.session_durations),
             }
 
     def reset(self):
@@ -216,6 +222,8 @@ class State:
             self.by_region = {}
             self.callers = []
             self.assumed_roles = []
+            self.session_policies = []
+            self.session_durations = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -367,8 +375,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         role = form.get("RoleArn", [""])[0]
         session = form.get("RoleSessionName", ["lab"])[0]
+        policy = form.get("Policy", [None])[0]
+        duration = form.get("DurationSeconds", [None])[0]
         with self.state.lock:
             self.state.assumed_roles.append(role)
+            self.state.session_policies.append(policy)
+            self.state.session_durations.append(int(duration) if duration else None)
         akid = "ASIA" + hashlib.sha1(role.encode()).hexdigest()[:16].upper()
         expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
         account = (role.split(":") + [""] * 5)[4]

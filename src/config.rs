@@ -30,6 +30,8 @@ pub struct CredentialSource {
     pub profile: Option<String>,
     /// A role assumed with those credentials (cross-account pulls).
     pub role_arn: Option<String>,
+    /// An inline session policy for that AssumeRole (the broker's `pull_only`).
+    pub session_policy: Option<String>,
 }
 
 /// A registry host resolved to the ECR token it needs.
@@ -45,6 +47,10 @@ pub struct Config {
     /// The file this was read from, if any.
     pub path: Option<PathBuf>,
     pub registries: Vec<RegistryEntry>,
+    /// `broker = "unix://PATH"`: tokens come from that `ecr-auth serve`.
+    pub broker_url: Option<String>,
+    /// `[broker]`: the settings of `ecr-auth serve`.
+    pub broker: Option<crate::broker::Settings>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +81,8 @@ struct FileFormat {
     version: Option<u32>,
     #[serde(default)]
     registry: Vec<EntryFormat>,
+    /// `broker = "unix://PATH"` (a client's) or a `[broker]` table (the server's).
+    broker: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -199,12 +207,29 @@ impl Config {
                 creds: CredentialSource {
                     profile: entry.profile.map(Spanned::into_inner),
                     role_arn: entry.role_arn.map(Spanned::into_inner),
+                    session_policy: None,
                 },
             });
         }
+        let (broker_url, broker) = match file.broker {
+            None => (None, None),
+            Some(toml::Value::String(url)) => (Some(url), None),
+            Some(v @ toml::Value::Table(_)) => (
+                None,
+                Some(
+                    v.try_into::<crate::broker::Settings>()
+                        .map_err(|e| invalid(format!("[broker]: {}", e.message().trim())))?,
+                ),
+            ),
+            Some(_) => return Err(invalid(
+                "`broker` is either \"unix://PATH\" (the socket of a broker to ask) or a [broker] section (settings of `ecr-auth serve`)".into(),
+            )),
+        };
         Ok(Config {
             path: Some(path.to_path_buf()),
             registries,
+            broker_url,
+            broker,
         })
     }
 

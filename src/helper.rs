@@ -84,7 +84,8 @@ impl Provider for Tokens {
     }
 
     fn is_mine(&self, server_url: &str) -> bool {
-        self.resolve(server_url).is_ok()
+        // ECR or mapped here (through a broker any host resolves: not a reason to claim it).
+        crate::registry::Host::parse(server_url).is_ok_and(|h| self.config().resolve(&h).is_some())
     }
 
     fn list(&self) -> BTreeMap<String, String> {

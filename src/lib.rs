@@ -5,6 +5,7 @@
 
 pub(crate) mod auth_document;
 pub(crate) mod backoff;
+pub(crate) mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;

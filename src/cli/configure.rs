@@ -81,8 +81,17 @@ pub(crate) struct RunnerArgs {
     #[arg(long)]
     pub dind: bool,
     /// An AWS credentials file to mount read-only into job containers (at /root/.aws/credentials).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "broker")]
     pub aws_credentials: Option<PathBuf>,
+    /// Jobs ask the token broker (`ecr-auth serve`) at this socket: it is
+    /// mounted into job containers and ECR_AUTH_BROKER set; no AWS credentials.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        num_args = 0..=1,
+        default_missing_value = crate::broker::DEFAULT_SOCKET
+    )]
+    pub broker: Option<PathBuf>,
     /// The helper binary on the Docker host, mounted into jobs (`ecr-auth install` puts a copy there).
     #[arg(
         long,
@@ -141,11 +150,12 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
                 runner_config: files.runner_config,
                 runners: a.runners,
                 wiring: a.wiring.request(),
-                jobs: (a.jobs || a.dind).then_some(JobsRequest {
+                jobs: (a.jobs || a.dind || a.broker.is_some()).then_some(JobsRequest {
                     helper_path: a.helper_path,
                     job_docker_config: a.job_docker_config,
                     aws_credentials: a.aws_credentials,
                     dind: a.dind,
+                    broker_socket: a.broker,
                 }),
             };
             configure::gitlab_runner(&req, &config, now, &mut out)?;

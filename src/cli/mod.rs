@@ -19,6 +19,7 @@ pub(crate) mod doctor;
 pub(crate) mod get_login_password;
 pub(crate) mod gitlab;
 pub(crate) mod install;
+pub(crate) mod serve;
 pub(crate) mod swarm;
 
 #[derive(Parser, Debug)]
@@ -59,6 +60,8 @@ pub(crate) enum Command {
     Doctor(doctor::Args),
     /// Install the binary and its credential-helper names into a directory.
     Install(install::Args),
+    /// The token broker: ECR tokens for allowed registries over a unix socket.
+    Serve(serve::Args),
     /// Print the version.
     Version,
 }
@@ -199,6 +202,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
     match &cli.command {
         Command::Swarm(a) => crate::logging::init(&a.log_env(&env), a.log_format()),
+        Command::Serve(_) => crate::logging::init(&serve::log_env(&env), Default::default()),
         _ => crate::logging::init(&env, crate::logging::Format::Text),
     }
     let ctx = Context {
@@ -216,6 +220,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Swarm(a) => swarm::run(a, &ctx),
         Command::Install(a) => install::run(a, &ctx),
         Command::Doctor(a) => doctor::run(a, &ctx),
+        Command::Serve(a) => serve::run(a, &ctx),
         Command::Version => {
             println!("ecr-auth {}", crate::VERSION);
             Ok(0)

@@ -39,6 +39,9 @@ pub(crate) struct JobsRequest {
     pub job_docker_config: PathBuf,
     pub aws_credentials: Option<PathBuf>,
     pub dind: bool,
+    /// The token broker's socket on the host (`ecr-auth serve`): jobs get it
+    /// instead of AWS credentials.
+    pub broker_socket: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -84,11 +87,17 @@ pub(crate) fn gitlab_runner(
             .aws_credentials
             .as_ref()
             .map(|p| absolute(p).display().to_string()),
+        // Through a broker, jobs need no mappings: the broker resolves hosts.
         ecr_auth_config: config
             .path
             .as_ref()
+            .filter(|_| j.broker_socket.is_none())
             .map(|p| absolute(p).display().to_string()),
         dind: j.dind,
+        broker_socket: j
+            .broker_socket
+            .as_ref()
+            .map(|p| absolute(p).display().to_string()),
     });
     let before = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -148,6 +157,12 @@ pub(crate) fn gitlab_runner(
         for w in what {
             writeln!(out.notes, "runner {runner:?}: {w}")?;
         }
+    }
+    if jobs.as_ref().is_some_and(|j| j.broker_socket.is_none()) {
+        writeln!(
+            out.notes,
+            "warning: without --broker every job on these runners can read the AWS credentials it gets; `ecr-auth serve` with --broker hands jobs ECR tokens for allowed registries only"
+        )?;
     }
     apply(&changes, req.wiring.dry_run, now, out)?;
     if !req.wiring.dry_run {
@@ -382,6 +397,7 @@ mod tests {
                 job_docker_config: job_config.clone(),
                 aws_credentials: None,
                 dind: false,
+                broker_socket: None,
             }),
         };
         let (mut diffs, mut notes) = (Vec::new(), Vec::new());

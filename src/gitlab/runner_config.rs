@@ -32,6 +32,9 @@ pub(crate) const JOB_HELPER_DIR: &str = "/usr/local/bin";
 pub(crate) const JOB_DOCKER_CONFIG: &str = "/root/.docker/config.json";
 pub(crate) const JOB_AWS_CREDENTIALS: &str = "/root/.aws/credentials";
 pub(crate) const JOB_ECR_AUTH_CONFIG: &str = crate::config::SYSTEM_CONFIG;
+/// Where the broker's socket lands in job containers, and the variable naming it.
+pub(crate) const JOB_BROKER_SOCKET: &str = crate::broker::DEFAULT_SOCKET;
+pub(crate) const BROKER_ENV: &str = "ECR_AUTH_BROKER";
 
 /// S2: what to mount into job containers (host paths, as the Docker daemon sees them).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +49,9 @@ pub(crate) struct JobMounts {
     pub ecr_auth_config: Option<String>,
     /// Docker-in-Docker: set `privileged = true`.
     pub dind: bool,
+    /// The token broker's socket on the host: mounted read-write (a socket must
+    /// be), and ECR_AUTH_BROKER set in the job environment.
+    pub broker_socket: Option<String>,
 }
 
 impl JobMounts {
@@ -64,6 +70,9 @@ impl JobMounts {
         if let Some(c) = &self.ecr_auth_config {
             v.push((c.clone(), JOB_ECR_AUTH_CONFIG.to_string()));
         }
+        if let Some(s) = &self.broker_socket {
+            v.push((s.clone(), JOB_BROKER_SOCKET.to_string()));
+        }
         v
     }
 
@@ -71,7 +80,10 @@ impl JobMounts {
     pub(crate) fn volume_entries(&self, helper: &str) -> Vec<String> {
         self.volumes(helper)
             .into_iter()
-            .map(|(host, dest)| format!("{host}:{dest}:ro"))
+            .map(|(host, dest)| match dest.as_str() {
+                JOB_BROKER_SOCKET => format!("{host}:{dest}"),
+                _ => format!("{host}:{dest}:ro"),
+            })
             .collect()
     }
 }
@@ -319,6 +331,26 @@ fn edit_runner(
                 "{ENV_KEY} in environment: added {}",
                 describe(&req.wiring)
             ));
+        }
+    }
+
+    // S2 with a broker: the helper in jobs finds it through ECR_AUTH_BROKER.
+    if req.jobs.as_ref().is_some_and(|j| j.broker_socket.is_some()) {
+        let wanted = format!("{BROKER_ENV}=unix://{JOB_BROKER_SOCKET}");
+        let prefix = format!("{BROKER_ENV}=");
+        let at = env
+            .iter()
+            .position(|v| v.as_str().is_some_and(|s| s.starts_with(&prefix)));
+        match at {
+            Some(i) if env.get(i).and_then(Value::as_str) == Some(wanted.as_str()) => {}
+            Some(i) => {
+                env.replace(i, string_value(&wanted));
+                changes.push(format!("{wanted} in environment (replaced)"));
+            }
+            None => {
+                push_like_siblings(env, string_value(&wanted));
+                changes.push(format!("{wanted} added to environment"));
+            }
         }
     }
 
@@ -679,11 +711,45 @@ mod tests {
             aws_credentials: Some("/etc/ecr-auth/aws-credentials".into()),
             ecr_auth_config: None,
             dind: true,
+            broker_socket: None,
         });
         let e = edit(text, "c", &req).unwrap();
         assert!(e.text.ends_with("  [runners.cache]\n    Type = \"s3\"\n  [runners.docker]\n    volumes = [\"/usr/local/bin/docker-credential-ecr-login:/usr/local/bin/docker-credential-ecr-login:ro\", \"/etc/ecr-auth/job-config.json:/root/.docker/config.json:ro\", \"/etc/ecr-auth/aws-credentials:/root/.aws/credentials:ro\"]\n    privileged = true\n"), "{}", e.text);
         assert!(e.runners[0].1.iter().any(|c| c == PRIVILEGED_NOTE));
         assert_eq!(edit(&e.text, "c", &req).unwrap().text, e.text);
+    }
+
+    #[test]
+    fn broker_jobs_get_the_socket_read_write_and_ecr_auth_broker_but_no_aws_file() {
+        let text = "[[runners]]\n  name = \"a\"\n  executor = \"docker\"\n";
+        let mut req = helpers(&[HOST]);
+        req.jobs = Some(JobMounts {
+            helper_binary: "/usr/local/bin/docker-credential-ecr-login".into(),
+            docker_config: "/etc/ecr-auth/job-config.json".into(),
+            aws_credentials: None,
+            ecr_auth_config: None,
+            dind: false,
+            broker_socket: Some("/run/ecr-auth/broker.sock".into()),
+        });
+        let e = edit(text, "c", &req).unwrap();
+        assert!(
+            e.text
+                .contains("\"ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock\""),
+            "{}",
+            e.text
+        );
+        assert!(
+            e.text
+                .contains("\"/run/ecr-auth/broker.sock:/run/ecr-auth/broker.sock\"]"),
+            "{}",
+            e.text
+        );
+        assert!(!e.text.contains(".aws"), "{}", e.text);
+        assert_eq!(
+            edit(&e.text, "c", &req).unwrap().text,
+            e.text,
+            "a second run changes nothing"
+        );
     }
 
     #[test]

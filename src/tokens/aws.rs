@@ -40,6 +40,9 @@ use crate::config::CredentialSource;
 use crate::env::Env;
 use crate::registry::Target;
 
+/// The longest session an AssumeRole may ask for (a role's maximum is 1–12 h).
+const LONGEST_SESSION: Duration = Duration::from_secs(12 * 3600);
+
 /// The sources of the default chain, for the "no credentials" message.
 pub const CHAIN_SOURCES: &str = "environment variables (AWS_ACCESS_KEY_ID), \
 shared config and credentials files (~/.aws, AWS_PROFILE: static keys, role_arn, SSO, credential_process), \
@@ -123,7 +126,21 @@ pub(crate) async fn fetch_all(
             let endpoint = Arc::new(Mutex::new(None::<String>));
             let work = async {
                 let (config, creds) = identity.await?;
-                get_authorization_token(&config, &creds, &req.target, &source, &endpoint).await
+                let mut fetched =
+                    get_authorization_token(&config, &creds, &req.target, &source, &endpoint)
+                        .await?;
+                // A token carries the rights of the session that asked for it:
+                // a scoped session's token is good only as long as the session.
+                if req.creds.session_policy.is_some() {
+                    if let Some(end) = creds
+                        .expiry()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    {
+                        let end = end.as_secs() as i64;
+                        fetched.expires_at = Some(fetched.expires_at.map_or(end, |e| e.min(end)));
+                    }
+                }
+                Ok(fetched)
             };
             match tokio::time::timeout_at(start + req.deadline, work).await {
                 Ok(result) => result,
@@ -253,14 +270,34 @@ async fn resolve_identity(
     let Some(role) = &creds.role_arn else {
         return Ok((config, first));
     };
-    let assumed = AssumeRoleProvider::builder(role.as_str())
-        .session_name("ecr-auth")
-        .configure(&config)
-        .build_from_provider(first)
-        .await
-        .provide_credentials()
-        .await
-        .map_err(|e| credentials_error(e, &source, Some(role)))?;
+    let assume = |length: Option<Duration>| {
+        let mut b = AssumeRoleProvider::builder(role.as_str())
+            .session_name("ecr-auth")
+            .configure(&config);
+        if let Some(policy) = &creds.session_policy {
+            b = b.policy(policy.clone());
+        }
+        if let Some(length) = length {
+            b = b.session_length(length);
+        }
+        let first = first.clone();
+        async move {
+            b.build_from_provider(first)
+                .await
+                .provide_credentials()
+                .await
+        }
+    };
+    // A scoped (pull-only) session asks for as long a session as a role may
+    // have (12 h); a role whose maximum is shorter gets the default hour.
+    let assumed = match &creds.session_policy {
+        Some(_) => match assume(Some(LONGEST_SESSION)).await {
+            Err(e) if error_chain(&e).contains("DurationSeconds") => assume(None).await,
+            other => other,
+        },
+        None => assume(None).await,
+    }
+    .map_err(|e| credentials_error(e, &source, Some(role)))?;
     Ok((config, assumed))
 }
 

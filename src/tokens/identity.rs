@@ -62,6 +62,9 @@ fn feed_identity(h: &mut Sha256, env: &Env, creds: &CredentialSource) {
     if let Some(role) = &creds.role_arn {
         feed(h, "role", role);
     }
+    if let Some(policy) = &creds.session_policy {
+        feed(h, "session-policy", policy);
+    }
     for var in ENDPOINT_VARS {
         if let Some(v) = env.get(var) {
             feed(h, var, v);
@@ -186,7 +189,7 @@ mod tests {
         assert_ne!(k, cache_key(&a, None, &none, &t("us-east-1")));
         let role = CredentialSource {
             role_arn: Some("arn:aws:iam::1:role/x".into()),
-            profile: None,
+            ..Default::default()
         };
         assert_ne!(k, cache_key(&a, None, &role, &t("eu-west-1")));
         let mut moto = a.clone();

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod aws;
+pub mod broker;
 pub mod cache;
 pub mod identity;
 mod memory;
@@ -48,6 +49,8 @@ pub enum Origin {
     Aws,
     /// AWS failed; a cached token past half-life but still valid.
     StaleCache,
+    /// From an `ecr-auth serve` broker.
+    Broker,
 }
 
 /// When a token should be replaced: half-way through its life (as the Go helper
@@ -100,6 +103,12 @@ pub enum TokenError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The broker has nothing for this host (not allowed, not ECR, no credentials).
+    #[error("{0}")]
+    BrokerNotFound(String),
+    /// The broker is unreachable or failed.
+    #[error("{0}")]
+    Broker(String),
 }
 
 impl TokenError {
@@ -111,7 +120,10 @@ impl TokenError {
         // answer.
         matches!(
             self,
-            TokenError::NotEcr { .. } | TokenError::NoCredentials { .. } | TokenError::BadHost(_)
+            TokenError::NotEcr { .. }
+                | TokenError::NoCredentials { .. }
+                | TokenError::BadHost(_)
+                | TokenError::BrokerNotFound(_)
         )
     }
 }
@@ -219,6 +231,7 @@ pub struct Tokens {
     clock: SharedClock,
     base: Option<WebIdentity>,
     limits: Limits,
+    broker: Option<broker::BrokerClient>,
 }
 
 /// Builds a [`Tokens`]: everything a token depends on is handed in here.
@@ -231,6 +244,7 @@ pub struct Builder {
     clock: SharedClock,
     base: Option<WebIdentity>,
     limits: Option<Limits>,
+    broker: Option<Option<String>>,
 }
 
 impl Builder {
@@ -272,12 +286,34 @@ impl Builder {
         self
     }
 
+    /// Ask the `ecr-auth serve` at this `unix://PATH` instead of AWS (`None`:
+    /// never, as the broker itself does); default: `ECR_AUTH_BROKER`, else
+    /// `broker = ...` in the config file.
+    pub fn broker(mut self, url: Option<String>) -> Builder {
+        self.broker = Some(url);
+        self
+    }
+
     pub fn build(self) -> Tokens {
-        let cache = match self.cache {
-            Some(c) => c,
-            None => Cache::from_env(&self.env),
-        };
         let limits = self.limits.unwrap_or_else(|| Limits::from_env(&self.env));
+        let broker = self
+            .broker
+            .unwrap_or_else(|| {
+                self.env
+                    .get("ECR_AUTH_BROKER")
+                    .map(str::to_string)
+                    .or_else(|| self.config.broker_url.clone())
+            })
+            .map(|url| {
+                // The broker has its own cold deadline; wait for it a little longer.
+                broker::BrokerClient::new(&url, limits.cold_deadline + Duration::from_secs(5))
+            });
+        let cache = match (self.cache, &broker) {
+            // Tokens from a broker are not kept in a job: it keeps them.
+            (_, Some(_)) => None,
+            (Some(c), None) => c,
+            (None, None) => Cache::from_env(&self.env),
+        };
         let fetcher = self
             .fetcher
             .unwrap_or_else(|| Box::new(aws::AwsFetcher::new(self.env.clone(), self.base.clone())));
@@ -290,6 +326,7 @@ impl Builder {
             clock: self.clock,
             base: self.base,
             limits,
+            broker,
         }
     }
 }
@@ -305,6 +342,7 @@ impl Tokens {
             clock: crate::clock::system(),
             base: None,
             limits: None,
+            broker: None,
         }
     }
 
@@ -337,14 +375,27 @@ impl Tokens {
         self.cache.as_ref()
     }
 
-    /// What token a registry host needs, or `NotEcr`.
+    /// The broker this service asks instead of AWS, if any.
+    pub fn broker_client(&self) -> Option<&broker::BrokerClient> {
+        self.broker.as_ref()
+    }
+
+    /// What token a registry host needs, or `NotEcr`. Through a broker any host
+    /// resolves: the broker decides (its mapping may be unknown here, then the
+    /// target is only a placeholder for the scope).
     pub fn resolve(&self, registry: &str) -> Result<Resolved, TokenError> {
         let host = Host::parse(registry)?;
-        self.config
-            .resolve(&host)
-            .ok_or_else(|| TokenError::NotEcr {
+        match self.config.resolve(&host) {
+            Some(r) => Ok(r),
+            None if self.broker.is_some() => Ok(Resolved {
+                host,
+                target: Target::Public,
+                creds: CredentialSource::default(),
+            }),
+            None => Err(TokenError::NotEcr {
                 host: host.to_string(),
-            })
+            }),
+        }
     }
 
     /// The token for one registry host.
@@ -358,6 +409,12 @@ impl Tokens {
     /// The token for a region (every registry in it), as `aws ecr
     /// get-login-password --region` gives.
     pub fn get_for_region(&self, region: &str, fips: bool) -> Result<AuthToken, TokenError> {
+        if let Some(b) = &self.broker {
+            return Err(TokenError::Broker(format!(
+                "the ecr-auth broker at {} hands out tokens per registry, not per region: name the REGISTRY",
+                b.url()
+            )));
+        }
         let target = Target::region_only(region, fips)?;
         let host = Host::parse(&format!("api.ecr.{region}.amazonaws.com"))?;
         let resolved = Resolved {
@@ -376,6 +433,9 @@ impl Tokens {
     /// Blocking: from async code call it inside `spawn_blocking`.
     pub fn get_many(&self, registries: &[Resolved]) -> Vec<Result<AuthToken, TokenError>> {
         let now = self.clock.now();
+        if let Some(b) = &self.broker {
+            return registries.iter().map(|r| b.token(&r.host, now)).collect();
+        }
         let keys: Vec<String> = registries
             .iter()
             .map(|r| identity::cache_key(&self.env, self.base.as_ref(), &r.creds, &r.target))
@@ -607,6 +667,12 @@ impl Tokens {
             .iter()
             .map(|r| r.host.to_string())
             .collect();
+        if let Some(b) = &self.broker {
+            match b.registries() {
+                Ok(listed) => hosts.extend(listed),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
         if let Some(cache) = &self.cache {
             for entry in cache.entries() {
                 hosts.extend(entry.hosts.iter().cloned());

@@ -4,6 +4,7 @@
 mod common;
 mod swarm_support;
 
+mod broker;
 mod configure_docker;
 mod configure_gitlab_runner;
 mod crash;

@@ -127,6 +127,29 @@ impl TokenServer {
             .collect()
     }
 
+    /// The `Policy` parameter (inline session policy) of each STS AssumeRole
+    /// request, in order (`None`: none sent).
+    pub fn session_policies(&self) -> Vec<Option<String>> {
+        let v = self.counters();
+        v["session_policies"]
+            .as_array()
+            .expect("session_policies")
+            .iter()
+            .map(|c| c.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The `DurationSeconds` of each STS AssumeRole request, in order.
+    pub fn session_durations(&self) -> Vec<Option<u64>> {
+        let v = self.counters();
+        v["session_durations"]
+            .as_array()
+            .expect("session_durations")
+            .iter()
+            .map(|c| c.as_u64())
+            .collect()
+    }
+
     /// The access key id the lab's AssumeRole hands out for `role_arn`.
     pub fn role_access_key(role_arn: &str) -> String {
         // Mirrors lab/token_server.py: "ASIA" + the first 16 hex digits of SHA-1(role ARN).

@@ -12,9 +12,13 @@
 //! quoted with `"` or `'`. Only `AWS_*` and `ECR_AUTH_*` variables are taken: the file
 //! is a credentials file, not a way to change `PATH`. Values are never shown in
 //! errors (they are secrets): an error names the line number and the variable.
+//!
+//! The variables go into the [`Env`] handed to the token service, never into the
+//! process environment.
 
 use std::path::{Path, PathBuf};
 
+use crate::env::Env;
 use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,14 @@ impl EnvFile {
             }
         }
         Ok(out)
+    }
+
+    /// Sets the file's variables in `env` (a later line wins over an earlier one
+    /// and over the process environment).
+    pub(crate) fn apply(&self, env: &mut Env) {
+        for (name, value) in &self.vars {
+            env.set(name.clone(), value.expose().clone());
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
@@ -269,6 +281,21 @@ mod tests {
             e.to_string(),
             "credentials file /run/secrets/ecr_auth_creds, line 2: AWS_SECRET_ACCESS_KEY is followed by something other than `=` (expected `export NAME=value`)"
         );
+    }
+
+    #[test]
+    fn applies_to_an_env_not_the_process() {
+        let f =
+            EnvFile::parse("AWS_REGION=eu-west-1\nAWS_REGION=us-east-1\nAWS_PROFILE=p\n").unwrap();
+        let mut env = Env::from_pairs([("AWS_PROFILE", "outer"), ("HOME", "/h")]);
+        f.apply(&mut env);
+        assert_eq!(
+            env.get("AWS_REGION"),
+            Some("us-east-1"),
+            "the later line wins"
+        );
+        assert_eq!(env.get("AWS_PROFILE"), Some("p"), "the file wins");
+        assert_eq!(env.get("HOME"), Some("/h"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod image;
 pub mod metrics;
 pub mod refresh;
 pub mod schedule;
+mod setup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,8 @@ use docker::{Docker, DockerError, Role};
 use metrics::Metrics;
 use refresh::{Refresher, Report, Selection};
 use schedule::Schedule;
+
+pub use setup::{refresh_command, Request};
 
 /// What `swarm refresh` was asked to do.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use super::envfile::EnvFile;
 use super::refresh::Selection;
 use super::schedule::Schedule;
-use super::Options;
+use super::{Options, Settings};
 use crate::config::Config;
 use crate::env::Env;
 use crate::registry::Host;
@@ -44,7 +44,7 @@ pub fn refresh_command(
     super::run(options, tokens)
 }
 
-/// The options and the token service for a request.
+/// The options and the token service (with its in-memory layer) for a request.
 fn prepare(
     request: Request,
     env: &Env,
@@ -86,7 +86,7 @@ fn prepare(
         include_jobs: request.include_jobs,
     };
     let config = Config::load(config_path, &env)?;
-    let tokens = Tokens::new(env, config);
+    let tokens = Tokens::builder(env, config).in_memory().build();
     for host in &selection.registries {
         if let Err(e) = tokens.resolve(host.as_str()) {
             anyhow::bail!("--registry {host}: {e}");
@@ -99,9 +99,11 @@ fn prepare(
     };
     let options = Options {
         docker_host: request.docker_host,
-        schedule,
-        selection,
-        dry_run: request.dry_run,
+        settings: Settings {
+            schedule,
+            selection,
+            dry_run: request.dry_run,
+        },
         watch_events: request.watch_events,
         metrics_addr: request.metrics_addr,
     };
@@ -164,11 +166,14 @@ mod tests {
             "the env file reached the process environment"
         );
         assert_eq!(
-            options.selection.registries,
+            options.settings.selection.registries,
             [Host::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com").unwrap()],
             "AWS_ECR_REPO selects the registry"
         );
-        assert_eq!(options.schedule, Schedule::Every(Duration::from_secs(7200)));
+        assert_eq!(
+            options.settings.schedule,
+            Schedule::Every(Duration::from_secs(7200))
+        );
     }
 
     #[test]
@@ -209,13 +214,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            options.selection.labels,
+            options.settings.selection.labels,
             [
                 ("team".to_string(), Some("a".to_string())),
                 ("ecr".into(), None)
             ]
         );
-        assert_eq!(options.schedule, Schedule::Once, "a dry run is one pass");
+        assert_eq!(
+            options.settings.schedule,
+            Schedule::Once,
+            "a dry run is one pass"
+        );
         let e = prepare(
             Request {
                 label_selector: vec!["=x".into()],

@@ -122,6 +122,9 @@ pub async fn step(state: &mut State, now: i64, api: &impl SwarmApi, tokens: &Arc
     state.metrics.leader(leader);
     if !leader {
         state.docker_failures = 0;
+        // Another refresher acts meanwhile; when this one leads again it sends
+        // to every service once instead of trusting what it sent long ago.
+        state.sent.clear();
         state.metrics.healthy(format!("idle: {}", describe(&role)));
         let wait = match state.settings.schedule {
             Schedule::Every(every) => every.min(schedule::IDLE_RECHECK),

@@ -488,16 +488,19 @@ async fn acts_only_while_leader() {
         .render()
         .contains("ecr_auth_swarm_leader 0\n"));
 
-    // Leader again: it acts again.
+    // Leader again: every service gets auth once more, though neither the
+    // token nor the spec changed (another leader acted meanwhile).
     *w.swarm.role.borrow_mut() = leader();
-    w.swarm.their_change("web");
     let r = report(w.step().await);
     assert_eq!(r.updated, 1, "{r:?}");
+    assert_eq!(w.fetches(), 1);
     assert!(w
         .state
         .metrics
         .render()
         .contains("ecr_auth_swarm_leader 1\n"));
+    // And then, as before, only when something changed.
+    assert_eq!(report(w.step().await).updated, 0);
 }
 
 #[tokio::test]

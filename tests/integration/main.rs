@@ -14,6 +14,7 @@ mod gitlab_runner_pull;
 mod gitlab_sync_variable;
 mod helper_e2e;
 mod lab_smoke;
+mod security;
 mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;

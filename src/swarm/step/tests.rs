@@ -208,7 +208,8 @@ impl Fetch for Aws {
                 if *self.fail.lock().unwrap() {
                     return Err(TokenError::Aws {
                         what: "getting an ECR token in eu-west-1".into(),
-                        message: "the service is unavailable".into(),
+                        cause: "the service is unavailable".into(),
+                        advice: "try again later".into(),
                     });
                 }
                 Ok(Fetched {

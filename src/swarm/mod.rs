@@ -40,12 +40,13 @@ use docker::Docker;
 use metrics::Metrics;
 
 pub use api::SwarmApi;
-pub use setup::{refresh_command, Request};
-pub use step::{on_events, step, Settings, State, Step, Turn};
+pub(crate) use setup::{refresh_command, Request};
+pub(crate) use step::on_events;
+pub use step::{step, Settings, State, Step, Turn};
 
 /// What `swarm refresh` was asked to do.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// A DOCKER_HOST value.
     pub docker_host: String,
     pub settings: Settings,
@@ -56,7 +57,7 @@ pub struct Options {
 
 /// Runs `swarm refresh` to the end; returns the exit code. Time comes from the
 /// token service's clock.
-pub fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
+pub(crate) fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

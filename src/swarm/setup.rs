@@ -18,7 +18,7 @@ use crate::tokens::Tokens;
 
 /// `swarm refresh` as the user asked for it.
 #[derive(Clone, Debug, Default)]
-pub struct Request {
+pub(crate) struct Request {
     pub once: bool,
     pub every: Option<Duration>,
     pub watch_events: bool,
@@ -35,7 +35,7 @@ pub struct Request {
 /// Runs `swarm refresh`; returns the exit code. `env` is the process environment
 /// (the env file's variables are added to a copy of it, for the token service
 /// only), `config_path` the global `--config`.
-pub fn refresh_command(
+pub(crate) fn refresh_command(
     request: Request,
     env: &Env,
     config_path: Option<&Path>,

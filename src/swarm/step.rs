@@ -170,7 +170,7 @@ pub async fn step(state: &mut State, now: i64, api: &impl SwarmApi, tokens: &Arc
 
 /// Services that changed (Docker events), between full passes. `None` when this
 /// node is no longer the leader: the caller then runs a full turn.
-pub async fn on_events(
+pub(crate) async fn on_events(
     state: &mut State,
     now: i64,
     api: &impl SwarmApi,

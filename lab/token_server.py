@@ -105,6 +105,7 @@ class State:
             "throttle": 0,
             "black_hole": False,
             "fips": False,
+            "date_offset_s": 0,
         }
         # Set when the server stops: releases the requests a black hole holds.
         self.stopping = threading.Event()
@@ -157,6 +158,7 @@ class State:
             "throttle": int,
             "black_hole": bool,
             "fips": bool,
+            "date_offset_s": int,
         }
         for key, value in changes.items():
             if key not in allowed or not isinstance(value, allowed[key]):
@@ -220,6 +222,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ecr-auth-lab-token-server"
     state = None  # set in main()
+
+    def date_time_string(self, timestamp=None):
+        # The `Date` header, shifted by `date_offset_s`: a server whose clock is
+        # off, to test clock-skew diagnosis.
+        # No lock: callers hold it while answering, and a dict read is atomic.
+        offset = self.state.config.get("date_offset_s", 0)
+        return super().date_time_string((timestamp or time.time()) + offset)
 
     def log_message(self, fmt, *args):
         sys.stderr.write("%s %s\n" % (time.strftime("%H:%M:%S"), fmt % args))
@@ -340,9 +349,21 @@ class Handler(BaseHTTPRequestHandler):
     def _sts(self, body):
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         action = form.get("Action", [""])[0]
+        if action == "GetCallerIdentity":
+            caller = CALLER_RE.search(self.headers.get("Authorization", ""))
+            akid = caller.group(1) if caller else ""
+            arn = "arn:aws:iam::%s:user/lab-%s" % (self.state.account, akid[-4:])
+            self._send_xml(
+                200,
+                '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                "<GetCallerIdentityResult><Arn>%s</Arn><UserId>AIDALAB</UserId><Account>%s</Account>"
+                "</GetCallerIdentityResult><ResponseMetadata><RequestId>lab</RequestId>"
+                "</ResponseMetadata></GetCallerIdentityResponse>" % (arn, self.state.account),
+            )
+            return
         if action != "AssumeRole":
             self._send_xml(400, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>"
-                           "<Message>lab token server: only AssumeRole</Message></Error></ErrorResponse>")
+                           "<Message>lab token server: only AssumeRole and GetCallerIdentity</Message></Error></ErrorResponse>")
             return
         role = form.get("RoleArn", [""])[0]
         session = form.get("RoleSessionName", ["lab"])[0]

@@ -88,7 +88,10 @@ pub(crate) fn render(
     Ok(match shape {
         Shape::Json => {
             let all: Vec<AuthToken> = got.into_iter().map(|(t, _)| t).collect();
-            (format!("{}\n", auth_document(base, &all).to_compact()), None)
+            (
+                format!("{}\n", auth_document(base, &all).to_compact()),
+                None,
+            )
         }
         Shape::Dotenv(form) => {
             let d = crate::gitlab::dotenv::report(base, &got, form)?;

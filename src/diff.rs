@@ -45,9 +45,7 @@ pub(crate) fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> S
     if old == new {
         return String::new();
     }
-    let diff = TextDiff::configure()
-        .timeout(DEADLINE)
-        .diff_lines(old, new);
+    let diff = TextDiff::configure().timeout(DEADLINE).diff_lines(old, new);
     let mut out = format!("--- {old_name}\n+++ {new_name}\n");
     for group in diff.grouped_ops(3) {
         out.push_str(&format!(
@@ -209,18 +207,30 @@ mod tests {
                 r#"  environment = ['DOCKER_AUTH_CONFIG={"auths":{"r.example":{"auth":"dXNlcjpwdw==","password":"pw","identitytoken":"it"}}}']"#,
                 r#"  environment = ['DOCKER_AUTH_CONFIG={"auths":{"r.example":{"auth":"<redacted>","password":"<redacted>","identitytoken":"<redacted>"}}}']"#,
             ),
-            (r#"      "auth": "dXNlcjpwdw==","#, r#"      "auth": "<redacted>","#),
+            (
+                r#"      "auth": "dXNlcjpwdw==","#,
+                r#"      "auth": "<redacted>","#,
+            ),
             (
                 r#"  environment = ["AWS_SECRET_ACCESS_KEY=wJalr/K7", "GITLAB_TOKEN=glpat-x", "TZ=UTC"]"#,
                 r#"  environment = ["AWS_SECRET_ACCESS_KEY=<redacted>", "GITLAB_TOKEN=<redacted>", "TZ=UTC"]"#,
             ),
-            (r#"    SecretKey = "s3cr3t""#, r#"    SecretKey = "<redacted>""#),
+            (
+                r#"    SecretKey = "s3cr3t""#,
+                r#"    SecretKey = "<redacted>""#,
+            ),
             (
                 r#"  "credHelpers": {"x": "ecr-login"},"#,
                 r#"  "credHelpers": {"x": "ecr-login"},"#,
             ),
-            (r#"  url = "https://gitlab.com/""#, r#"  url = "https://gitlab.com/""#),
-            (r#"  auth = "with \" quote" # c"#, r#"  auth = "<redacted>" # c"#),
+            (
+                r#"  url = "https://gitlab.com/""#,
+                r#"  url = "https://gitlab.com/""#,
+            ),
+            (
+                r#"  auth = "with \" quote" # c"#,
+                r#"  auth = "<redacted>" # c"#,
+            ),
         ] {
             assert_eq!(redact_line(line), want, "{line}");
         }
@@ -228,7 +238,10 @@ mod tests {
         let new = "[[runners]]\n  token = \"glrt-secret-2\"\n  executor = \"docker\"\n  environment = [\"A=1\"]\n";
         let d = unified(old, new, "c", "c");
         assert!(!d.contains("glrt-secret"), "{d}");
-        assert!(d.contains("-  token = \"<redacted>\"\n+  token = \"<redacted>\"\n"), "{d}");
+        assert!(
+            d.contains("-  token = \"<redacted>\"\n+  token = \"<redacted>\"\n"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -244,12 +257,32 @@ mod tests {
         }
         let at = old.len() / 2;
         let at = at + old[at..].find('\n').unwrap() + 1;
-        let new = format!("{}  environment = [\"DOCKER_AUTH_CONFIG={{}}\"]\n{}", &old[..at], &old[at..]);
+        let new = format!(
+            "{}  environment = [\"DOCKER_AUTH_CONFIG={{}}\"]\n{}",
+            &old[..at],
+            &old[at..]
+        );
         let d = unified(&old, &new, "a", "b");
-        let added: Vec<&str> = d.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).collect();
-        assert_eq!(added, ["+  environment = [\"DOCKER_AUTH_CONFIG={}\"]"], "{d}");
-        assert_eq!(d.lines().filter(|l| l.starts_with('-') && !l.starts_with("---")).count(), 0);
-        assert_eq!(d.lines().count(), 2 + 1 + 7, "one hunk, three lines of context each side: {d}");
+        let added: Vec<&str> = d
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .collect();
+        assert_eq!(
+            added,
+            ["+  environment = [\"DOCKER_AUTH_CONFIG={}\"]"],
+            "{d}"
+        );
+        assert_eq!(
+            d.lines()
+                .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+                .count(),
+            0
+        );
+        assert_eq!(
+            d.lines().count(),
+            2 + 1 + 7,
+            "one hunk, three lines of context each side: {d}"
+        );
         assert!(!d.contains("glrt-"), "{d}");
     }
 }

@@ -6,7 +6,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The names the binary answers to as a Docker credential helper.
-pub(crate) const HELPER_NAMES: &[&str] = &["docker-credential-ecr-login", "docker-credential-ecr-auth"];
+pub(crate) const HELPER_NAMES: &[&str] =
+    &["docker-credential-ecr-login", "docker-credential-ecr-auth"];
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum InstallError {
@@ -134,14 +135,21 @@ mod tests {
         fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
         let dir = tmp.path().join("bin");
         fs::create_dir(&dir).unwrap();
-        for name in ["ecr-auth", "docker-credential-ecr-login", "docker-credential-ecr-auth"] {
+        for name in [
+            "ecr-auth",
+            "docker-credential-ecr-login",
+            "docker-credential-ecr-auth",
+        ] {
             let planted = dir.join(format!(".{name}.ecr-auth-tmp-{}", std::process::id()));
             std::os::unix::fs::symlink(&victim, planted).unwrap();
         }
         install(&src, &dir, Mode::Copy).unwrap();
         install(&src, &dir, Mode::Symlink).unwrap();
         assert_eq!(fs::read(&victim).unwrap(), b"root only");
-        assert_eq!(fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // What was installed is right, and only the planted links are left beside it.
         assert_eq!(fs::read(dir.join("ecr-auth")).unwrap(), b"#!binary");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 6);

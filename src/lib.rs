@@ -11,6 +11,7 @@ pub mod config;
 pub(crate) mod configure;
 pub(crate) mod diff;
 pub mod dockercfg;
+pub mod doctor;
 pub mod duration;
 pub mod env;
 pub mod files;

@@ -29,12 +29,18 @@ mod tests {
     #[test]
     fn one_line_without_repeats() {
         let inner = E("connection refused", None);
-        let quoted = E("cannot reach 127.0.0.1:9: connection refused", Some(Box::new(inner)));
+        let quoted = E(
+            "cannot reach 127.0.0.1:9: connection refused",
+            Some(Box::new(inner)),
+        );
         assert_eq!(
             report(&quoted),
             "cannot reach 127.0.0.1:9: connection refused"
         );
-        let outer = E("cannot get ECR tokens", Some(Box::new(E("timed out", None))));
+        let outer = E(
+            "cannot get ECR tokens",
+            Some(Box::new(E("timed out", None))),
+        );
         assert_eq!(report(&outer), "cannot get ECR tokens: timed out");
         let any = anyhow::Error::new(E("disk full", None)).context("cannot write x");
         assert_eq!(report(any.as_ref()), "cannot write x: disk full");

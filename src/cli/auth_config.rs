@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::Context;
-use crate::dockercfg::{write_atomic, DockerConfig};
 use crate::auth_document::{self, Shape};
+use crate::dockercfg::{write_atomic, DockerConfig};
 use crate::gitlab::dotenv::Form;
 
 #[derive(clap::Args, Debug)]

@@ -61,7 +61,9 @@ impl WiringArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "The runner's file is --runner-config; --config is the ecr-auth config file, as in every command. `configure gitlab-runner --config PATH` alone still names the runner's file.")]
+#[command(
+    after_help = "The runner's file is --runner-config; --config is the ecr-auth config file, as in every command. `configure gitlab-runner --config PATH` alone still names the runner's file."
+)]
 pub(crate) struct RunnerArgs {
     /// The runner's config.toml (usually /etc/gitlab-runner/config.toml).
     #[arg(long, value_name = "PATH")]

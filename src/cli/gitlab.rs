@@ -164,13 +164,21 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
                     Form::Auto
                 },
             };
-            login::login(&req, &ctx.env, ctx.load_config()?, ctx.clock.clone(), &mut notes)?;
+            login::login(
+                &req,
+                &ctx.env,
+                ctx.load_config()?,
+                ctx.clock.clone(),
+                &mut notes,
+            )?;
         }
         Command::SyncVariable(a) => {
             let owner = match (a.project, a.group) {
                 (Some(p), _) => Owner::Project(p),
                 (None, Some(g)) => Owner::Group(g),
-                (None, None) => anyhow::bail!("name the variable's owner with --project or --group"),
+                (None, None) => {
+                    anyhow::bail!("name the variable's owner with --project or --group")
+                }
             };
             let req = SyncRequest {
                 job: Job {
@@ -191,7 +199,13 @@ pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
                     None => None,
                 },
             };
-            sync::command(req, &ctx.env, ctx.load_config()?, ctx.clock.clone(), &mut notes)?;
+            sync::command(
+                req,
+                &ctx.env,
+                ctx.load_config()?,
+                ctx.clock.clone(),
+                &mut notes,
+            )?;
         }
     }
     Ok(0)

@@ -15,6 +15,7 @@ use crate::tokens::Tokens;
 pub(crate) mod auth_config;
 pub(crate) mod configure;
 pub(crate) mod docker_credential;
+pub(crate) mod doctor;
 pub(crate) mod get_login_password;
 pub(crate) mod gitlab;
 pub(crate) mod install;
@@ -54,6 +55,8 @@ pub(crate) enum Command {
     Gitlab(gitlab::Args),
     /// Docker Swarm: keep every service's registry auth fresh.
     Swarm(swarm::Args),
+    /// Walk the path a pull takes and name the first broken step, with a fix.
+    Doctor(doctor::Args),
     /// Install the binary and its credential-helper names into a directory.
     Install(install::Args),
     /// Print the version.
@@ -171,7 +174,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // clap keeps one value of a global flag given on both sides of the command
     // name; the one typed after it is told apart here, never silently dropped.
     let typed = matches.value_source("config") == Some(clap::parser::ValueSource::CommandLine);
-    let after = cli.config.clone().filter(|c| typed && before.as_ref() != Some(c));
+    let after = cli
+        .config
+        .clone()
+        .filter(|c| typed && before.as_ref() != Some(c));
     let global_config = GlobalConfigFlag { before, after };
     let configures_runner = matches!(
         &cli.command,
@@ -179,7 +185,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
             target: configure::Target::GitlabRunner(_)
         })
     );
-    if let (Some(b), Some(a), false) = (&global_config.before, &global_config.after, configures_runner) {
+    if let (Some(b), Some(a), false) = (
+        &global_config.before,
+        &global_config.after,
+        configures_runner,
+    ) {
         eprintln!(
             "ecr-auth: error: --config is given twice ({} before the command, {} after it); it names the one ecr-auth config file: give it once",
             b.display(),
@@ -205,6 +215,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Gitlab(a) => gitlab::run(a, &ctx),
         Command::Swarm(a) => swarm::run(a, &ctx),
         Command::Install(a) => install::run(a, &ctx),
+        Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Version => {
             println!("ecr-auth {}", crate::VERSION);
             Ok(0)
@@ -234,13 +245,40 @@ mod tests {
     #[test]
     fn config_before_the_command_is_read_exactly() {
         for (words, want) in [
-            (&["ecr-auth", "--config", "e.toml", "configure", "gitlab-runner", "--config", "r.toml"][..], Some("e.toml")),
-            (&["ecr-auth", "--config=e.toml", "configure"][..], Some("e.toml")),
-            (&["ecr-auth", "configure", "gitlab-runner", "--config", "r.toml"][..], None),
+            (
+                &[
+                    "ecr-auth",
+                    "--config",
+                    "e.toml",
+                    "configure",
+                    "gitlab-runner",
+                    "--config",
+                    "r.toml",
+                ][..],
+                Some("e.toml"),
+            ),
+            (
+                &["ecr-auth", "--config=e.toml", "configure"][..],
+                Some("e.toml"),
+            ),
+            (
+                &[
+                    "ecr-auth",
+                    "configure",
+                    "gitlab-runner",
+                    "--config",
+                    "r.toml",
+                ][..],
+                None,
+            ),
             (&["ecr-auth", "--help"][..], None),
             (&["ecr-auth", "--", "--config", "x"][..], None),
         ] {
-            assert_eq!(config_before_command(&args(words)), want.map(PathBuf::from), "{words:?}");
+            assert_eq!(
+                config_before_command(&args(words)),
+                want.map(PathBuf::from),
+                "{words:?}"
+            );
         }
     }
 

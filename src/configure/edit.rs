@@ -229,7 +229,11 @@ mod tests {
         fs::write(&path, "old\n").unwrap();
         // A file of another user (gitlab-runner's, as root edits it); without
         // root, our own file stands in for it.
-        let theirs = if running_as_root() { 65534 } else { fs::metadata(&path).unwrap().uid() };
+        let theirs = if running_as_root() {
+            65534
+        } else {
+            fs::metadata(&path).unwrap().uid()
+        };
         if running_as_root() {
             std::os::unix::fs::chown(&path, Some(theirs), Some(theirs)).unwrap();
         }
@@ -242,7 +246,10 @@ mod tests {
         };
         change.apply(1_700_000_000).unwrap();
         let meta = fs::metadata(&path).unwrap();
-        assert_eq!((meta.uid(), fs::read_to_string(&path).unwrap().as_str()), (theirs, "new\n"));
+        assert_eq!(
+            (meta.uid(), fs::read_to_string(&path).unwrap().as_str()),
+            (theirs, "new\n")
+        );
         // The file and its backup, nothing else.
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2);
     }
@@ -250,6 +257,8 @@ mod tests {
     /// The owner of this process's /proc entry is its user.
     fn running_as_root() -> bool {
         use std::os::unix::fs::MetadataExt;
-        fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+        fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
     }
 }

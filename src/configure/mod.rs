@@ -140,7 +140,10 @@ pub(crate) fn gitlab_runner(
     }
     for (runner, what) in &edited.runners {
         if what.is_empty() {
-            writeln!(out.notes, "runner {runner:?}: already wired, nothing to change")?;
+            writeln!(
+                out.notes,
+                "runner {runner:?}: already wired, nothing to change"
+            )?;
         }
         for w in what {
             writeln!(out.notes, "runner {runner:?}: {w}")?;
@@ -330,10 +333,10 @@ pub(crate) fn runner_files(f: &RunnerConfigFlags) -> Result<RunnerFiles, String>
     let ecr_auth_config = match (&f.ecr_auth_config, global) {
         (Some(a), Some(b)) if *a != b => {
             return Err(format!(
-                "two ecr-auth config files: --ecr-auth-config {} and --config {}; give one (--config)",
-                show(a),
-                show(&b)
-            ))
+            "two ecr-auth config files: --ecr-auth-config {} and --config {}; give one (--config)",
+            show(a),
+            show(&b)
+        ))
         }
         (Some(a), _) => Some(a.clone()),
         (None, g) => g,
@@ -382,22 +385,42 @@ mod tests {
             }),
         };
         let (mut diffs, mut notes) = (Vec::new(), Vec::new());
-        let mut out = Output { diffs: &mut diffs, notes: &mut notes };
-        let e = gitlab_runner(&req, &Config::default(), 1, &mut out).unwrap_err().to_string();
-        assert!(e.contains("holds `auths` credentials (registry.example)") && e.contains("a file of its own"), "{e}");
+        let mut out = Output {
+            diffs: &mut diffs,
+            notes: &mut notes,
+        };
+        let e = gitlab_runner(&req, &Config::default(), 1, &mut out)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("holds `auths` credentials (registry.example)")
+                && e.contains("a file of its own"),
+            "{e}"
+        );
         assert!(!e.contains("dXNlcjpwdw"), "{e}");
         assert_eq!(std::fs::read_to_string(&job_config).unwrap(), secret);
-        assert_eq!(std::fs::metadata(&job_config).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&job_config).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(std::fs::read_to_string(&runner).unwrap(), original);
         // A file of its own is written, 0644, with only credHelpers.
         let own = tmp.path().join("job-docker-config.json");
         let req = RunnerRequest {
-            jobs: Some(JobsRequest { job_docker_config: own.clone(), ..req.jobs.clone().unwrap() }),
+            jobs: Some(JobsRequest {
+                job_docker_config: own.clone(),
+                ..req.jobs.clone().unwrap()
+            }),
             ..req
         };
         gitlab_runner(&req, &Config::default(), 1, &mut out).unwrap();
-        assert_eq!(std::fs::metadata(&own).unwrap().permissions().mode() & 0o777, 0o644);
-        assert!(std::fs::read_to_string(&own).unwrap().contains("credHelpers"));
+        assert_eq!(
+            std::fs::metadata(&own).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(std::fs::read_to_string(&own)
+            .unwrap()
+            .contains("credHelpers"));
     }
 
     fn p(s: &str) -> Option<PathBuf> {
@@ -424,32 +447,73 @@ mod tests {
         };
         let flags = RunnerConfigFlags::default;
         // The unambiguous spelling, with the global --config on either side.
-        ok(RunnerConfigFlags { runner_config: p("r.toml"), ..flags() }, "r.toml", None);
         ok(
-            RunnerConfigFlags { runner_config: p("r.toml"), global_before: p("e.toml"), ..flags() },
+            RunnerConfigFlags {
+                runner_config: p("r.toml"),
+                ..flags()
+            },
+            "r.toml",
+            None,
+        );
+        ok(
+            RunnerConfigFlags {
+                runner_config: p("r.toml"),
+                global_before: p("e.toml"),
+                ..flags()
+            },
             "r.toml",
             Some("e.toml"),
         );
         ok(
-            RunnerConfigFlags { runner_config: p("r.toml"), global_after: p("e.toml"), ..flags() },
+            RunnerConfigFlags {
+                runner_config: p("r.toml"),
+                global_after: p("e.toml"),
+                ..flags()
+            },
             "r.toml",
             Some("e.toml"),
         );
         // The older spelling, alone or with --ecr-auth-config.
-        ok(RunnerConfigFlags { global_after: p("r.toml"), ..flags() }, "r.toml", None);
         ok(
-            RunnerConfigFlags { global_after: p("r.toml"), ecr_auth_config: p("e.toml"), ..flags() },
+            RunnerConfigFlags {
+                global_after: p("r.toml"),
+                ..flags()
+            },
+            "r.toml",
+            None,
+        );
+        ok(
+            RunnerConfigFlags {
+                global_after: p("r.toml"),
+                ecr_auth_config: p("e.toml"),
+                ..flags()
+            },
             "r.toml",
             Some("e.toml"),
         );
         // `ecr-auth --config e.toml configure gitlab-runner --config r.toml`: refused, saying which is which.
         err(
-            RunnerConfigFlags { global_before: p("e.toml"), global_after: p("r.toml"), ..flags() },
-            &["--config is given twice", "ecr-auth config file", "runner's config.toml", "--runner-config r.toml"],
+            RunnerConfigFlags {
+                global_before: p("e.toml"),
+                global_after: p("r.toml"),
+                ..flags()
+            },
+            &[
+                "--config is given twice",
+                "ecr-auth config file",
+                "runner's config.toml",
+                "--runner-config r.toml",
+            ],
         );
         err(
-            RunnerConfigFlags { global_before: p("e.toml"), ..flags() },
-            &["`--config e.toml` before `configure` names the ecr-auth config file", "--runner-config PATH"],
+            RunnerConfigFlags {
+                global_before: p("e.toml"),
+                ..flags()
+            },
+            &[
+                "`--config e.toml` before `configure` names the ecr-auth config file",
+                "--runner-config PATH",
+            ],
         );
         err(flags(), &["--runner-config PATH"]);
         err(
@@ -462,7 +526,11 @@ mod tests {
             &["two ecr-auth config files"],
         );
         err(
-            RunnerConfigFlags { runner_config: p("r.toml"), global_before: p("r.toml"), ..flags() },
+            RunnerConfigFlags {
+                runner_config: p("r.toml"),
+                global_before: p("r.toml"),
+                ..flags()
+            },
             &["both the runner's config.toml"],
         );
     }

@@ -96,7 +96,9 @@ pub(crate) fn check_role_arn(arn: &str) -> Result<(), OidcError> {
 pub(crate) fn duration_secs(d: std::time::Duration) -> Result<u64, OidcError> {
     let s = d.as_secs();
     if !(MIN_DURATION..=MAX_DURATION).contains(&s) || d.subsec_nanos() != 0 {
-        return Err(OidcError::Duration(humantime::format_duration(d).to_string()));
+        return Err(OidcError::Duration(
+            humantime::format_duration(d).to_string(),
+        ));
     }
     Ok(s)
 }
@@ -113,7 +115,11 @@ pub(crate) struct RoleLogin {
 
 /// The web identity for [`Tokens`]: the role ARN and the job's token checked,
 /// the session named after the job.
-pub(crate) fn web_identity(env: &Env, login: &RoleLogin, now: i64) -> Result<WebIdentity, OidcError> {
+pub(crate) fn web_identity(
+    env: &Env,
+    login: &RoleLogin,
+    now: i64,
+) -> Result<WebIdentity, OidcError> {
     check_role_arn(&login.role_arn)?;
     Ok(WebIdentity {
         role_arn: login.role_arn.clone(),
@@ -200,18 +206,45 @@ mod tests {
         let id = web_identity(&env, &login, now).unwrap();
         assert_eq!(id.token.expose(), &token);
         assert_eq!(
-            (id.role_arn.as_str(), id.session_name.as_str(), id.duration_secs, id.sts_region.as_str()),
-            ("arn:aws:iam::123456789012:role/ci", "gitlab-42-7", 900, "eu-west-1")
+            (
+                id.role_arn.as_str(),
+                id.session_name.as_str(),
+                id.duration_secs,
+                id.sts_region.as_str()
+            ),
+            (
+                "arn:aws:iam::123456789012:role/ci",
+                "gitlab-42-7",
+                900,
+                "eu-west-1"
+            )
         );
         assert!(!format!("{id:?}").contains(&token), "the token in Debug");
         // Checked before anything is built: a bad ARN, then an expired token.
-        let bad = RoleLogin { role_arn: "role/ci".into(), ..login.clone() };
-        assert!(matches!(web_identity(&env, &bad, now), Err(OidcError::RoleArn(_))));
-        assert!(matches!(web_identity(&env, &login, now + 301), Err(OidcError::Expired { .. })));
+        let bad = RoleLogin {
+            role_arn: "role/ci".into(),
+            ..login.clone()
+        };
+        assert!(matches!(
+            web_identity(&env, &bad, now),
+            Err(OidcError::RoleArn(_))
+        ));
+        assert!(matches!(
+            web_identity(&env, &login, now + 301),
+            Err(OidcError::Expired { .. })
+        ));
         let clock = crate::clock::ManualClock::new(now + 301);
-        let e = role_tokens(&env, Config::default(), &login, clock).err().unwrap();
+        let e = role_tokens(&env, Config::default(), &login, clock)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("expired at"), "{e}");
-        let (_, session) = role_tokens(&env, Config::default(), &login, crate::clock::ManualClock::new(now)).unwrap();
+        let (_, session) = role_tokens(
+            &env,
+            Config::default(),
+            &login,
+            crate::clock::ManualClock::new(now),
+        )
+        .unwrap();
         assert_eq!(session, "gitlab-42-7");
     }
 

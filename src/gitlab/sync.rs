@@ -381,16 +381,34 @@ pub(crate) fn command(
         None => {
             let t = source.tokens()?;
             if let (Some(login), Some(session)) = (&req.role, &session) {
-                writeln!(notes, "ecr-auth: assumed {} as session {session}", login.role_arn)?;
+                writeln!(
+                    notes,
+                    "ecr-auth: assumed {} as session {session}",
+                    login.role_arn
+                )?;
             }
             let outcome = sync_once(job, &t, &api)?;
-            writeln!(notes, "ecr-auth: {} on {}: {}", job.key, job.owner, describe(outcome))?;
+            writeln!(
+                notes,
+                "ecr-auth: {} on {}: {}",
+                job.key,
+                job.owner,
+                describe(outcome)
+            )?;
         }
         Some(every) => {
             let mut waiter = SignalWaiter::new().context("cannot install the SIGTERM handler")?;
-            run(job, every, &source, &api, &*clock, &mut waiter, &mut |line| {
-                let _ = writeln!(notes, "ecr-auth: {line}");
-            });
+            run(
+                job,
+                every,
+                &source,
+                &api,
+                &*clock,
+                &mut waiter,
+                &mut |line| {
+                    let _ = writeln!(notes, "ecr-auth: {line}");
+                },
+            );
         }
     }
     Ok(())
@@ -524,7 +542,11 @@ mod tests {
         assert_eq!(backoff(4, 3600, 0.0), 4);
         assert_eq!(backoff(4, 3600, 0.99), 8);
         assert_eq!(backoff(30, 120, 0.0), 60, "never longer than every");
-        assert_eq!(backoff(30, 86_400, 0.0), 150, "at most Backoff::DAEMON's 5 minutes");
+        assert_eq!(
+            backoff(30, 86_400, 0.0),
+            150,
+            "at most Backoff::DAEMON's 5 minutes"
+        );
         *store.fail.borrow_mut() = None;
         let s = step(&mut state, 100, 0.0, 3600, &job(), &src, &store);
         assert!(s.result.is_ok());
@@ -569,10 +591,26 @@ mod tests {
         let clock = crate::clock::ManualClock::new(start);
         let store = Store::default();
         *store.fail_times.borrow_mut() = 3;
-        let src = Fixed(vec![token("1.dkr.ecr.eu-west-1.amazonaws.com", "pw", start)]);
-        let mut waiter = Jump { clock: clock.clone(), waits: Vec::new(), stop_after: 6 };
+        let src = Fixed(vec![token(
+            "1.dkr.ecr.eu-west-1.amazonaws.com",
+            "pw",
+            start,
+        )]);
+        let mut waiter = Jump {
+            clock: clock.clone(),
+            waits: Vec::new(),
+            stop_after: 6,
+        };
         let mut log = Vec::new();
-        run(&job(), 86_400, &src, &store, &*clock, &mut waiter, &mut |l| log.push(l));
+        run(
+            &job(),
+            86_400,
+            &src,
+            &store,
+            &*clock,
+            &mut waiter,
+            &mut |l| log.push(l),
+        );
         // Three failures: 1 s, 1 s, 2 s (Backoff::DAEMON, no jitter); then the
         // variable is created and the next refresh is at half the token's
         // 12 h (from the clock's now), then again `every`-capped refreshes.
@@ -580,7 +618,10 @@ mod tests {
         assert_eq!(store.writes.borrow()[0].0, "create");
         assert!(log[0].contains("(failure 1 in a row)"), "{log:?}");
         assert!(log[2].contains("(failure 3 in a row)"), "{log:?}");
-        assert!(log[3].contains("created; next refresh at 2023-11-15T04:13:20Z"), "{log:?}");
+        assert!(
+            log[3].contains("created; next refresh at 2023-11-15T04:13:20Z"),
+            "{log:?}"
+        );
         assert_eq!(log.last().unwrap(), "stopping: SIGTERM or SIGINT received");
         assert_eq!(clock.now(), start + waiter.waits.iter().sum::<i64>());
     }

@@ -407,8 +407,13 @@ mod tests {
             assert_eq!(transport_is_private(url), private, "{url}");
         }
         let token = || Secret::new("glpat-x".to_string());
-        let e = GitLab::new("http://gitlab.example.com", token(), false).err().unwrap();
-        assert!(e.to_string().contains("plain HTTP") && !e.to_string().contains("glpat"), "{e}");
+        let e = GitLab::new("http://gitlab.example.com", token(), false)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("plain HTTP") && !e.to_string().contains("glpat"),
+            "{e}"
+        );
         assert!(GitLab::new("http://gitlab.example.com", token(), true).is_ok());
         assert_eq!(scope_filter("*"), "");
         assert_eq!(

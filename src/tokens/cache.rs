@@ -217,14 +217,12 @@ fn parse_entry(bytes: &[u8]) -> Option<CachedToken> {
     (entry.version == FORMAT_VERSION && entry.kind == KIND).then_some(entry)
 }
 
+/// A new entry for the token `f`, fetched at `issued_at` for `hosts`.
 pub fn new_entry(
     key: &str,
     scope: &str,
-    username: &str,
-    password: &str,
+    f: super::Fetched,
     issued_at: i64,
-    expires_at: i64,
-    proxy_endpoint: Option<String>,
     hosts: Vec<String>,
 ) -> CachedToken {
     CachedToken {
@@ -232,11 +230,14 @@ pub fn new_entry(
         kind: KIND.to_string(),
         key: key.to_string(),
         scope: scope.to_string(),
-        username: username.to_string(),
-        password: password.to_string(),
+        username: f.username,
+        password: f.password,
         issued_at,
-        expires_at,
-        proxy_endpoint,
+        // ECR tokens live 12 hours; assume so if the answer doesn't say.
+        expires_at: f
+            .expires_at
+            .unwrap_or(issued_at + super::TOKEN_LIFETIME_SECS),
+        proxy_endpoint: f.proxy_endpoint,
         hosts,
     }
 }
@@ -247,16 +248,13 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn entry(key: &str) -> CachedToken {
-        new_entry(
-            key,
-            "aws/eu-west-1",
-            "AWS",
-            "pw",
-            1000,
-            1000 + 43200,
-            None,
-            vec![],
-        )
+        let f = crate::tokens::Fetched {
+            username: "AWS".into(),
+            password: "pw".into(),
+            expires_at: Some(1000 + 43200),
+            proxy_endpoint: None,
+        };
+        new_entry(key, "aws/eu-west-1", f, 1000, vec![])
     }
 
     #[test]

@@ -515,16 +515,7 @@ impl Tokens {
                         hosts.push(h.clone());
                     }
                 }
-                let entry = cache::new_entry(
-                    &req.key,
-                    &req.target.scope(),
-                    &f.username,
-                    &f.password,
-                    now,
-                    f.expires_at.unwrap_or(now + TOKEN_LIFETIME_SECS),
-                    f.proxy_endpoint,
-                    hosts,
-                );
+                let entry = cache::new_entry(&req.key, &req.target.scope(), f, now, hosts);
                 if entry.expires_at <= now {
                     // moto issues tokens that expired in 2015: usable once, never cached.
                     tracing::info!(

@@ -535,8 +535,9 @@ fn a_missing_config_file_is_named() {
 fn the_runner_file_and_the_ecr_auth_config_are_never_confused() {
     let tmp = common::TempDir::new("rtwo");
     let runner = tmp.join("config.toml");
-    let original = std::fs::read_to_string(data().join("runner-config/01-register-default/config.toml"))
-        .unwrap();
+    let original =
+        std::fs::read_to_string(data().join("runner-config/01-register-default/config.toml"))
+            .unwrap();
     std::fs::write(&runner, &original).unwrap();
     let ecr = tmp.join("ecr-auth.toml");
     std::fs::write(
@@ -562,7 +563,10 @@ fn the_runner_file_and_the_ecr_auth_config_are_never_confused() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
         e.contains("--config is given twice")
-            && e.contains(&format!("`ecr-auth --config {}` names the ecr-auth config file", ecr.display()))
+            && e.contains(&format!(
+                "`ecr-auth --config {}` names the ecr-auth config file",
+                ecr.display()
+            ))
             && e.contains(&format!("--runner-config {}", runner.display())),
         "{e}"
     );
@@ -576,14 +580,19 @@ fn the_runner_file_and_the_ecr_auth_config_are_never_confused() {
         if !global_after {
             c.arg("--config").arg(&ecr);
         }
-        c.args(["configure", "gitlab-runner", "--runner-config"]).arg(&runner);
+        c.args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(&runner);
         if global_after {
             c.arg("--config").arg(&ecr);
         }
         let out = common::run(c.args(["--registry", "registry.internal:5000"]));
         assert!(out.status.success(), "{}", text(&out));
         let after = std::fs::read_to_string(&runner).unwrap();
-        assert!(after.contains(r#"\"registry.internal:5000\":\"ecr-login\""#) || after.contains(r#""registry.internal:5000":"ecr-login""#), "{after}");
+        assert!(
+            after.contains(r#"\"registry.internal:5000\":\"ecr-login\""#)
+                || after.contains(r#""registry.internal:5000":"ecr-login""#),
+            "{after}"
+        );
     }
 
     // The older spelling alone still names the runner's file; the ecr-auth config
@@ -597,7 +606,10 @@ fn the_runner_file_and_the_ecr_auth_config_are_never_confused() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("env-ecr-auth.toml"), "the ecr-auth config named by the environment: {e}");
+    assert!(
+        e.contains("env-ecr-auth.toml"),
+        "the ecr-auth config named by the environment: {e}"
+    );
     let out = common::run(
         cmd()
             .env_remove("ECR_AUTH_CONFIG")
@@ -609,17 +621,29 @@ fn the_runner_file_and_the_ecr_auth_config_are_never_confused() {
     assert!(std::fs::read_to_string(&runner).unwrap().contains(ECR));
 
     // Only the ecr-auth config: the runner's file is asked for by its name.
-    let out = common::run(
-        cmd().arg("--config").arg(&ecr).args(["configure", "gitlab-runner", "--registry", ECR]),
-    );
+    let out = common::run(cmd().arg("--config").arg(&ecr).args([
+        "configure",
+        "gitlab-runner",
+        "--registry",
+        ECR,
+    ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("names the ecr-auth config file") && e.contains("--runner-config PATH"), "{e}");
+    assert!(
+        e.contains("names the ecr-auth config file") && e.contains("--runner-config PATH"),
+        "{e}"
+    );
 
     // Elsewhere the global --config is one file: twice is a usage error, not a silent pick.
-    let out = common::run(
-        cmd().arg("--config").arg(&ecr).args(["get-login-password", "--config", "/tmp/other.toml"]),
-    );
+    let out = common::run(cmd().arg("--config").arg(&ecr).args([
+        "get-login-password",
+        "--config",
+        "/tmp/other.toml",
+    ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--config is given twice"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--config is given twice"),
+        "{}",
+        text(&out)
+    );
 }

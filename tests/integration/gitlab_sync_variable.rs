@@ -399,7 +399,7 @@ fn creates_merges_and_leaves_an_up_to_date_variable_alone() {
     assert!(
         out.status.success()
             && String::from_utf8_lossy(&out.stderr)
-            .contains("DOCKER_AUTH_CONFIG on project 42: already up to date"),
+                .contains("DOCKER_AUTH_CONFIG on project 42: already up to date"),
         "{}",
         common::output_text(&out)
     );
@@ -538,28 +538,44 @@ fn every_retries_after_a_failure_and_stops_on_sigterm() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    wait_for("the retry to create the variable", Duration::from_secs(20), &|| {
-        gitlab
-            .var("projects/42", "DOCKER_AUTH_CONFIG", "*")
-            .is_some()
-    });
+    wait_for(
+        "the retry to create the variable",
+        Duration::from_secs(20),
+        &|| {
+            gitlab
+                .var("projects/42", "DOCKER_AUTH_CONFIG", "*")
+                .is_some()
+        },
+    );
     // GET (503), then GET (404) and POST: one retry, not a busy loop.
     assert_eq!(gitlab.methods(), vec!["GET", "GET", "POST"]);
     let reqs = gitlab.requests();
-    assert!(reqs.iter().all(|r| r.path.starts_with("/api/v4/projects/42/variables")));
+    assert!(reqs
+        .iter()
+        .all(|r| r.path.starts_with("/api/v4/projects/42/variables")));
     // It now waits for the next refresh (an hour): still running.
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "the daemon exited on its own");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon exited on its own"
+    );
     let term = Instant::now();
     common::run_ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(term.elapsed() < Duration::from_secs(5), "SIGTERM did not end the wait");
+        assert!(
+            term.elapsed() < Duration::from_secs(5),
+            "SIGTERM did not end the wait"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(status.code(), Some(0), "a clean exit on SIGTERM, not death by signal");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean exit on SIGTERM, not death by signal"
+    );
     let mut stderr = String::new();
     child
         .stderr

@@ -88,7 +88,7 @@ impl TokenServer {
         super::aws_cli(&self.endpoint)
     }
 
-    fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+    pub fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
         let url = format!("{}{path}", self.endpoint);
         let r = super::http(
             method,

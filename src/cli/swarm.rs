@@ -4,17 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::Context;
-use crate::config::Config;
 use crate::env::Env;
-use crate::registry::Host;
-use crate::swarm::envfile::EnvFile;
-use crate::swarm::refresh::Selection;
-use crate::swarm::schedule::Schedule;
-use crate::swarm::{docker, Options};
-use crate::tokens::Tokens;
+use crate::swarm::{docker, Request};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -132,83 +124,24 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
 }
 
 fn refresh(args: RefreshArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let mut env = ctx.env.clone();
-    let mut registries = args.registry.clone();
-    if let Some(path) = &args.env_file {
-        let file = EnvFile::read(path)?;
-        // The AWS SDK's default chain reads the process environment itself, so the
-        // file's variables go there too. This runs before the async runtime and
-        // any other thread exist, which is what makes `set_var` sound.
-        for (name, value) in &file.vars {
-            std::env::set_var(name, value.expose());
-            env.set(name.clone(), value.expose().clone());
-        }
-        if !file.ignored.is_empty() {
-            tracing::warn!(
-                "{}: ignored {} (only AWS_* and ECR_AUTH_* variables are taken)",
-                path.display(),
-                file.ignored.join(", ")
-            );
-        }
-        // Seed 004's secret names the registry to keep fresh.
-        if registries.is_empty() {
-            if let Some(repo) = file.get("AWS_ECR_REPO") {
-                registries = repo
-                    .split([',', ' '])
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
-            }
-        }
-    }
-    let selection = Selection {
-        labels: args
-            .label_selector
-            .iter()
-            .map(|s| parse_label(s))
-            .collect::<anyhow::Result<_>>()?,
-        registries: registries
-            .iter()
-            .map(|r| Host::parse(r).with_context(|| format!("--registry {r:?}")))
-            .collect::<anyhow::Result<_>>()?,
-        include_jobs: args.include_jobs,
-    };
-    let config = Config::load(ctx.config_path.as_deref(), &env)?;
-    let tokens = Tokens::new(env, config);
-    for host in &selection.registries {
-        if let Err(e) = tokens.resolve(host.as_str()) {
-            anyhow::bail!("--registry {host}: {e}");
-        }
-    }
-    let schedule = match (args.once || args.dry_run, args.every) {
-        (true, _) => Schedule::Once,
-        (false, Some(every)) => Schedule::Every(every),
-        (false, None) => Schedule::HalfLife,
-    };
-    let options = Options {
-        docker_host: args.docker_host,
-        schedule,
+    let request = Request {
+        once: args.once,
+        every: args.every,
         watch_events: args.watch_events,
+        label_selector: args.label_selector,
+        registries: args.registry,
+        include_jobs: args.include_jobs,
         dry_run: args.dry_run,
-        selection,
+        env_file: args.env_file,
         metrics_addr: args.metrics_addr,
+        docker_host: args.docker_host,
     };
-    crate::swarm::run(options, tokens)
+    crate::swarm::refresh_command(request, &ctx.env, ctx.config_path.as_deref())
 }
 
-fn parse_label(s: &str) -> anyhow::Result<(String, Option<String>)> {
-    let (k, v) = match s.split_once('=') {
-        Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
-        None => (s.trim(), None),
-    };
-    if k.is_empty() {
-        anyhow::bail!("--label-selector {s:?}: expected KEY=VALUE or KEY");
-    }
-    Ok((k.to_string(), v))
-}
-
+/// `--every`: the one duration syntax, at least a second.
 fn parse_every(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try 4h, 30m or 90s)"))?;
+    let d = crate::duration::parse_arg(s)?;
     if d < Duration::from_secs(1) {
         return Err("must be at least 1s".into());
     }

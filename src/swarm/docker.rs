@@ -1,9 +1,16 @@
 //! A small Docker Engine API client: just what `swarm refresh` needs, over a unix
 //! socket (`unix:///var/run/docker.sock`, the default) or plain `tcp://`.
 //!
-//! Service specs travel as raw JSON: [`Service::spec`] holds the daemon's own bytes,
-//! and [`Docker::update_service`] sends them back untouched, at the API version the
-//! daemon itself speaks (from `/version`), so no field is dropped or re-defaulted.
+//! Why raw JSON and not a typed client (bollard and the like): a refresh must send
+//! the service's spec back *exactly* as Swarm stored it. A typed client decodes the
+//! spec into its own structs and encodes them again, so it drops every field its
+//! model does not know (fields newer daemons added), writes defaults or `null` where
+//! the daemon had left a field out, and re-orders what it keeps. Swarm compares
+//! specs: any such difference is a change, and a changed spec restarts every task
+//! or re-resolves a floating tag — the very thing a refresh must never do.
+//! So [`Service::spec`] holds the daemon's own bytes and [`Docker::update_service`]
+//! sends them back untouched, at the API version the daemon itself speaks (from
+//! `/version`); only the few fields selection needs are read, into [`SpecView`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,10 +129,11 @@ impl Endpoint {
     }
 }
 
-/// A connection to one daemon, at the API version it speaks.
+/// One daemon, at the API version it speaks. The version is learnt on first use
+/// and again after the daemon could not be reached (it may have been upgraded).
 pub struct Docker {
     endpoint: Endpoint,
-    version: String,
+    version: std::sync::Mutex<Option<String>>,
     calls: Arc<AtomicU64>,
 }
 
@@ -252,36 +260,71 @@ impl Service {
 }
 
 impl Docker {
-    /// Connects to `host` (a DOCKER_HOST value) and learns its API version.
-    pub async fn connect(host: &str, calls: Arc<AtomicU64>) -> Result<Docker, DockerError> {
-        let endpoint = Endpoint::parse(host)?;
-        let mut docker = Docker {
-            endpoint,
-            version: String::new(),
+    /// The daemon at `host` (a DOCKER_HOST value); nothing is sent yet.
+    pub fn new(host: &str, calls: Arc<AtomicU64>) -> Result<Docker, DockerError> {
+        Ok(Docker {
+            endpoint: Endpoint::parse(host)?,
+            version: std::sync::Mutex::new(None),
             calls,
-        };
+        })
+    }
+
+    /// Connects to `host` and learns its API version.
+    pub async fn connect(host: &str, calls: Arc<AtomicU64>) -> Result<Docker, DockerError> {
+        let docker = Docker::new(host, calls)?;
+        docker.api_version().await?;
+        Ok(docker)
+    }
+
+    /// The API version the daemon speaks (asked once, then remembered).
+    pub async fn api_version(&self) -> Result<String, DockerError> {
+        if let Some(v) = self.known_version() {
+            return Ok(v);
+        }
         #[derive(Deserialize)]
         struct Version {
             #[serde(rename = "ApiVersion")]
             api_version: String,
         }
-        let body = docker
+        let body = self
             .call(Method::GET, "/version", None, None, "GET /version")
             .await?;
         let v: Version = decode(&body, "GET /version")?;
         if parse_version(&v.api_version).is_none_or(|v| v < MIN_API_VERSION) {
             return Err(DockerError::TooOld(v.api_version));
         }
-        docker.version = v.api_version;
-        Ok(docker)
+        tracing::info!(
+            "connected to Docker at {} (API {})",
+            self.endpoint(),
+            v.api_version
+        );
+        *self.version_slot() = Some(v.api_version.clone());
+        Ok(v.api_version)
     }
 
-    pub fn api_version(&self) -> &str {
-        &self.version
+    fn version_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.version.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn known_version(&self) -> Option<String> {
+        self.version_slot().clone()
+    }
+
+    /// After a connection failure the version is asked again on the next call.
+    fn note<T>(&self, result: Result<T, DockerError>) -> Result<T, DockerError> {
+        if result.as_ref().is_err_and(DockerError::is_connection) {
+            *self.version_slot() = None;
+        }
+        result
     }
 
     pub fn endpoint(&self) -> String {
         self.endpoint.describe()
+    }
+
+    /// Requests made through this client (and its event streams) so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// This node's part in the Swarm. (`/nodes/self` is not understood by
@@ -364,10 +407,11 @@ impl Docker {
         }
         let what = format!("POST /services/{id}/update");
         let path = format!("/services/{}/update?version={version}", path_segment(id));
+        let path = self.versioned(&path).await?;
         let body = self
             .call(
                 Method::POST,
-                &self.versioned(&path),
+                &path,
                 Some(Bytes::copy_from_slice(spec.get().as_bytes())),
                 Some(registry_auth),
                 &what,
@@ -380,10 +424,12 @@ impl Docker {
     /// Opens `GET /events` for service create/update events (no timeout: it streams).
     pub async fn service_events(&self) -> Result<EventStream, DockerError> {
         let filters = r#"{"type":["service"],"event":["create","update"]}"#;
-        let path = self.versioned(&format!("/events?filters={}", query_escape(filters)));
+        let path = self
+            .versioned(&format!("/events?filters={}", query_escape(filters)))
+            .await?;
         let what = "GET /events";
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let response = self.send(Method::GET, &path, None, None).await?;
+        let response = self.note(self.send(Method::GET, &path, None, None).await)?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response
@@ -401,12 +447,12 @@ impl Docker {
     }
 
     async fn get(&self, path: &str, what: &str) -> Result<Bytes, DockerError> {
-        self.call(Method::GET, &self.versioned(path), None, None, what)
-            .await
+        let path = self.versioned(path).await?;
+        self.call(Method::GET, &path, None, None, what).await
     }
 
-    fn versioned(&self, path: &str) -> String {
-        format!("/v{}{path}", self.version)
+    async fn versioned(&self, path: &str) -> Result<String, DockerError> {
+        Ok(format!("/v{}{path}", self.api_version().await?))
     }
 
     /// One request with a timeout; the body of a 2xx answer, else an error.
@@ -434,13 +480,15 @@ impl Docker {
                 Err(api_error(what, status, &body))
             }
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
             .map_err(|_| DockerError::Timeout {
                 endpoint: self.endpoint.describe(),
                 what: what.to_string(),
                 secs: REQUEST_TIMEOUT.as_secs(),
-            })?
+            })
+            .and_then(|r| r);
+        self.note(result)
     }
 
     /// A fresh connection per request: the socket is local and cheap, and a daemon

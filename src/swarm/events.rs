@@ -5,6 +5,7 @@
 //! come back as events too, and are recognised by their spec). After the stream
 //! broke and came back it asks for a full pass, since events may have been missed.
 
+use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +13,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::docker::Docker;
-use super::schedule::{backoff, Schedule};
+use crate::backoff::{random_draw, Backoff};
 
 /// Changes close together are handled together.
-pub const DEBOUNCE: Duration = Duration::from_millis(500);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// The longest wait before watching again after the stream broke.
+const RECONNECT_CAP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A service was created or updated.
     Changed { service_id: String },
     /// The stream is back after a break: run a full pass.
@@ -26,21 +30,24 @@ pub enum Event {
 }
 
 /// Runs until `stop` turns true. Sends what it sees on `tx`.
-pub async fn watch_services(
+pub(crate) async fn watch_services(
     docker_host: String,
     calls: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let docker = match Docker::new(&docker_host, calls) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("cannot watch Docker events: {e}");
+            return;
+        }
+    };
     let mut failures = 0u32;
     let mut broke = false;
     loop {
-        let attempt = async {
-            let docker = Docker::connect(&docker_host, calls.clone()).await?;
-            docker.service_events().await
-        };
         let stream = tokio::select! {
-            s = attempt => s,
+            s = docker.service_events() => s,
             _ = stop.wait_for(|s| *s) => return,
         };
         match stream {
@@ -95,7 +102,7 @@ pub async fn watch_services(
             }
         }
         broke = true;
-        let wait = backoff(Schedule::Every(Duration::from_secs(30)), failures.max(1));
+        let wait = Backoff::DAEMON.delay(failures.max(1), Some(RECONNECT_CAP), random_draw());
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
@@ -103,9 +110,14 @@ pub async fn watch_services(
     }
 }
 
-/// The first event and whatever follows within [`DEBOUNCE`]: the service IDs to
+/// The first event and whatever follows until `window` ends (the loop passes
+/// `sleep(DEBOUNCE)`, tests a future they end themselves): the service IDs to
 /// look at (deduplicated) and whether a full pass was asked for.
-pub async fn batch(first: Event, rx: &mut mpsc::UnboundedReceiver<Event>) -> (Vec<String>, bool) {
+pub(crate) async fn batch(
+    first: Event,
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+    window: impl Future<Output = ()>,
+) -> (Vec<String>, bool) {
     let mut ids = Vec::new();
     let mut full = false;
     let mut take = |ev: Event, ids: &mut Vec<String>| match ev {
@@ -117,9 +129,17 @@ pub async fn batch(first: Event, rx: &mut mpsc::UnboundedReceiver<Event>) -> (Ve
         Event::Resubscribed => full = true,
     };
     take(first, &mut ids);
-    let deadline = tokio::time::Instant::now() + DEBOUNCE;
-    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
-        take(ev, &mut ids);
+    tokio::pin!(window);
+    loop {
+        tokio::select! {
+            // Events already queued are taken before the window is looked at.
+            biased;
+            ev = rx.recv() => match ev {
+                Some(ev) => take(ev, &mut ids),
+                None => break,
+            },
+            _ = &mut window => break,
+        }
     }
     (ids, full)
 }
@@ -127,40 +147,50 @@ pub async fn batch(first: Event, rx: &mut mpsc::UnboundedReceiver<Event>) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
+    fn changed(id: &str) -> Event {
+        Event::Changed {
+            service_id: id.into(),
+        }
+    }
+
+    /// The window is a future the test ends: no real time passes.
     #[tokio::test]
-    async fn batches_dedupe_and_flag_full_passes() {
+    async fn a_batch_takes_what_comes_within_the_window() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        for id in ["a", "b", "a"] {
-            tx.send(Event::Changed {
-                service_id: id.into(),
+        let (close, window) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            let got = batch(changed("c"), &mut rx, async {
+                let _ = window.await;
             })
-            .unwrap();
+            .await;
+            (got, rx)
+        });
+        // Events arriving while the window is open, one of them twice.
+        for id in ["a", "b", "a"] {
+            tx.send(changed(id)).unwrap();
+            tokio::task::yield_now().await;
         }
         tx.send(Event::Resubscribed).unwrap();
-        let (ids, full) = batch(
-            Event::Changed {
-                service_id: "c".into(),
-            },
-            &mut rx,
-        )
-        .await;
+        tokio::task::yield_now().await;
+        close.send(()).unwrap();
+        let ((ids, full), mut rx) = handle.await.unwrap();
         assert_eq!(ids, ["c", "a", "b"]);
-        assert!(full);
-        // Later events are the next batch's.
-        let later = tokio::spawn(async move {
-            let (ids, full) = batch(
-                Event::Changed {
-                    service_id: "d".into(),
-                },
-                &mut rx,
-            )
-            .await;
-            (ids, full, rx)
-        });
-        let (ids, full, _rx) = later.await.unwrap();
-        assert_eq!(ids, ["d"]);
+        assert!(full, "a resubscription asks for a full pass");
+
+        // After the window: the next batch's.
+        tx.send(changed("d")).unwrap();
+        let (ids, full) = batch(changed("e"), &mut rx, std::future::ready(())).await;
+        assert_eq!(
+            ids,
+            ["e", "d"],
+            "queued events are taken before the window ends"
+        );
         assert!(!full);
+        // A closed window with nothing queued ends the batch at once.
+        let (ids, _) = batch(changed("f"), &mut rx, std::future::ready(())).await;
+        assert_eq!(ids, ["f"]);
         drop(tx);
     }
 }

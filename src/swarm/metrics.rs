@@ -1,15 +1,32 @@
 //! What the refresher knows about itself, as Prometheus text on `/metrics` and a
-//! yes/no on `/healthz`, served by a tiny HTTP/1.1 server (GET only, one request
-//! per connection). Nothing here ever holds a token.
+//! yes/no on `/healthz`, served by hyper (GET and HEAD, one request per
+//! connection). Nothing here ever holds a token.
+//!
+//! Scrapers must never compete with the daemon's own work: at most
+//! [`MAX_CONNECTIONS`] connections are open at once (a new one closes the oldest),
+//! a client has [`HEADER_READ_TIMEOUT`] to send its request and
+//! [`CONNECTION_LIFETIME`] in all, so idle connections can neither starve
+//! `/healthz` nor use up the descriptors the Docker connection needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+/// Connections served at once; a new one beyond this closes the oldest.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request line and headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open in all.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 
 /// The outcome of the last attempt on one service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,7 +332,9 @@ fn esc(v: &str) -> String {
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    // The connections open now, oldest first.
+    let mut open: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -325,68 +344,62 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
+        open.retain(|c| !c.is_finished());
+        while open.len() >= MAX_CONNECTIONS {
+            // The oldest has had the longest to send a request: a well-behaved
+            // scraper is done in milliseconds.
+            if let Some(oldest) = open.pop_front() {
+                oldest.abort();
+            }
+        }
         let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), answer(stream, &metrics)).await;
+        let task = tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&metrics, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         });
+        open.push_back(task.abort_handle());
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() > 16 * 1024 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let mut parts = head.lines().next().unwrap_or_default().split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let path = target.split('?').next().unwrap_or_default();
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
+fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => (
+            StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
-        ("GET" | "HEAD", "/healthz") => {
+        (&Method::GET | &Method::HEAD, "/healthz") => {
             let (ok, text) = metrics.health();
-            (
-                if ok {
-                    "200 OK"
-                } else {
-                    "503 Service Unavailable"
-                },
-                "text/plain; charset=utf-8",
-                text + "\n",
-            )
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, TEXT, text + "\n")
         }
-        ("GET" | "HEAD", _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
+        (&Method::GET | &Method::HEAD, _) => (
+            StatusCode::NOT_FOUND,
+            TEXT,
             "not found: try /metrics or /healthz\n".into(),
         ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET\n".into(),
-        ),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into()),
     };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
     );
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    response
 }
 
 #[cfg(test)]
@@ -436,5 +449,99 @@ mod tests {
         assert_eq!(m.health(), (false, "unhealthy: cannot reach Docker".into()));
         m.retain_services(&["id2"]);
         assert!(!m.render().contains("id1"));
+    }
+
+    /// One plain HTTP/1.1 request on a fresh connection; (status, body).
+    async fn get(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, body.to_string())
+    }
+
+    /// Lifts this process's soft descriptor limit to `want` (within the hard
+    /// limit): the test's own 2,000 client sockets must not be what runs out.
+    fn raise_fd_limit(want: u64) {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain syscalls on a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < want {
+                limit.rlim_cur = want.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    async fn server(metrics: Arc<Metrics>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, metrics));
+        addr
+    }
+
+    #[tokio::test]
+    async fn answers_metrics_healthz_and_refuses_the_rest() {
+        let m = Metrics::new();
+        m.leader(true);
+        let addr = server(m.clone()).await;
+        let (status, page) = get(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(page.contains("ecr_auth_swarm_leader 1\n"), "{page}");
+        assert_eq!(
+            get(addr, "GET", "/healthz?verbose=1").await,
+            (200, "ok: starting\n".into())
+        );
+        assert_eq!(get(addr, "HEAD", "/healthz").await, (200, String::new()));
+        m.docker_error("cannot reach Docker".into());
+        assert_eq!(
+            get(addr, "GET", "/healthz").await,
+            (503, "unhealthy: cannot reach Docker\n".into())
+        );
+        assert_eq!(get(addr, "GET", "/nope").await.0, 404);
+        assert_eq!(get(addr, "POST", "/metrics").await.0, 405);
+    }
+
+    /// 2,000 connections that never send a request: the server keeps at most
+    /// MAX_CONNECTIONS of them (so its descriptors stay bounded) and /healthz
+    /// is still answered at once.
+    #[tokio::test]
+    async fn idle_connections_cannot_starve_healthz() {
+        let m = Metrics::new();
+        let addr = server(m).await;
+        raise_fd_limit(4096);
+        let before = open_fds();
+        let mut idle = Vec::new();
+        for _ in 0..2000 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server accept them all.
+        let (status, _) = get(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        let server_side = open_fds() - before - idle.len();
+        assert!(
+            server_side <= MAX_CONNECTIONS + 2,
+            "the server holds {server_side} connections"
+        );
+        let answered = tokio::time::timeout(Duration::from_secs(2), get(addr, "GET", "/healthz"))
+            .await
+            .expect("/healthz starved by idle connections");
+        assert_eq!(answered, (200, "ok: starting\n".into()));
     }
 }

@@ -6,22 +6,28 @@
 //! keep running), on the leader manager only:
 //!
 //! ```text
-//! loop: connect (negotiate the API version) ─► leader? ─no─► idle, look again in 30 s
-//!        └─yes─► pass: list services ─► plan ─► one token per (identity, region)
-//!                      ─► POST /services/{id}/update (spec as is, X-Registry-Auth)
-//!        ─► wait: until a token in use passes half its life / --every / an event
+//! loop: step ─► leader? ─no─► idle, look again in 30 s
+//!         └─yes─► pass: list services ─► plan ─► one token per (identity, region)
+//!                       (the token core's in-memory layer) ─► POST /services/{id}/update
+//!                       (spec as is, X-Registry-Auth), only where the token changed
+//!       ─► wait: until a token in use reaches its refresh time / --every / an event
 //! ```
 //!
-//! Docker or AWS down: the loop logs, backs off and goes on. SIGTERM/SIGINT end
-//! it after the update in flight.
+//! [`step`] is that turn as a plain function of (state, now, Swarm, tokens); the
+//! loop here only waits. Docker or AWS down: the step logs and backs off
+//! ([`crate::backoff`]) and the loop goes on. SIGTERM/SIGINT end it after the
+//! update in flight.
 
+mod api;
 pub mod docker;
-pub mod envfile;
-pub mod events;
-pub mod image;
+mod envfile;
+mod events;
+mod image;
 pub mod metrics;
 pub mod refresh;
 pub mod schedule;
+mod setup;
+mod step;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,27 +36,28 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 
 use crate::tokens::Tokens;
-use docker::{Docker, DockerError, Role};
+use docker::Docker;
 use metrics::Metrics;
-use refresh::{Refresher, Report, Selection};
-use schedule::Schedule;
+
+pub use api::SwarmApi;
+pub(crate) use setup::{refresh_command, Request};
+pub(crate) use step::on_events;
+pub use step::{step, Settings, State, Step, Turn};
 
 /// What `swarm refresh` was asked to do.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// A DOCKER_HOST value.
     pub docker_host: String,
-    pub schedule: Schedule,
+    pub settings: Settings,
     pub watch_events: bool,
-    /// List what would be updated, update nothing (one pass).
-    pub dry_run: bool,
-    pub selection: Selection,
     /// `/metrics` and `/healthz` on this address.
     pub metrics_addr: Option<String>,
 }
 
-/// Runs `swarm refresh` to the end; returns the exit code.
-pub fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
+/// Runs `swarm refresh` to the end; returns the exit code. Time comes from the
+/// token service's clock.
+pub(crate) fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -63,6 +70,7 @@ pub fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
 
 async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     let metrics = Metrics::new();
+    let docker = Docker::new(&o.docker_host, metrics.docker_calls.clone())?;
     if let Some(addr) = &o.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr.as_str())
             .await
@@ -74,10 +82,8 @@ async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(signals(stop_tx));
 
-    let once = o.schedule == Schedule::Once || o.dry_run;
-    let mut refresher = Refresher::new(tokens, metrics.clone(), o.selection.clone());
-    refresher.dry_run = o.dry_run;
-    refresher.remember = !once;
+    let once = o.settings.schedule == schedule::Schedule::Once || o.settings.dry_run;
+    let dry_run = o.settings.dry_run;
     let (event_tx, mut events) = mpsc::unbounded_channel();
     if o.watch_events && !once {
         tokio::spawn(events::watch_services(
@@ -89,147 +95,66 @@ async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     } else {
         drop(event_tx);
     }
-
-    let mut docker: Option<Docker> = None;
-    let mut role_said: Option<Role> = None;
-    let mut docker_failures = 0u32;
-    let mut token_failures = 0u32;
+    let mut state = State::new(o.settings, metrics.clone(), stop.clone());
     loop {
         if *stop.borrow() {
             return Ok(0);
         }
-        let wait = match connect(&o.docker_host, &mut docker, &metrics).await {
-            Err(e) => {
-                if once {
-                    return Err(e.into());
-                }
-                docker_failures += 1;
-                let wait = schedule::backoff(o.schedule, docker_failures);
-                docker_down(&e, docker_failures, wait, &metrics);
-                docker = None;
-                wait
-            }
-            Ok(role) => {
-                let leader = matches!(role, Role::Leader { .. });
-                if role_said.as_ref() != Some(&role) {
-                    announce(&role);
-                    role_said = Some(role.clone());
-                }
-                metrics.leader(leader);
-                if !leader {
-                    docker_failures = 0;
-                    metrics.healthy(format!("idle: {}", describe(&role)));
-                    if once {
-                        return Ok(0);
-                    }
-                    match o.schedule {
-                        Schedule::Every(every) => every.min(schedule::IDLE_RECHECK),
-                        _ => schedule::IDLE_RECHECK,
-                    }
-                } else {
-                    let d = docker.as_ref().expect("connected above");
-                    match refresher.pass(d, &stop).await {
-                        Err(e) => {
-                            if once {
-                                return Err(e.into());
-                            }
-                            docker_failures += 1;
-                            let wait = schedule::backoff(o.schedule, docker_failures);
-                            docker_down(&e, docker_failures, wait, &metrics);
-                            if e.is_connection() {
-                                docker = None;
-                            }
-                            wait
-                        }
-                        Ok(report) => {
-                            docker_failures = 0;
-                            let now = crate::tokens::system_now();
-                            metrics.pass(now, report.problem());
-                            if o.dry_run {
-                                for line in &report.would_update {
-                                    println!("{line}");
-                                }
-                                if report.would_update.is_empty() {
-                                    println!("nothing to update: no service pulls from ECR (or all are left alone, see the warnings)");
-                                }
-                                return Ok(0);
-                            }
-                            let wait = if report.token_errors > 0 {
-                                token_failures += 1;
-                                schedule::backoff(o.schedule, token_failures)
-                            } else {
-                                token_failures = 0;
-                                schedule::next_pass(
-                                    o.schedule,
-                                    report.refresh_due,
-                                    now,
-                                    schedule::random_draw(),
-                                )
-                            };
-                            let total = metrics
-                                .docker_calls
-                                .load(std::sync::atomic::Ordering::Relaxed);
-                            summary(&report, total, if once { None } else { Some(wait) });
-                            if once {
-                                return match report.problem() {
-                                    _ if report.interrupted => Ok(0),
-                                    None => Ok(0),
-                                    Some(p) => Err(anyhow::anyhow!(
-                                        "{p}; the messages above say why. Services that failed keep their old auth"
-                                    )),
-                                };
-                            }
-                            metrics.next_refresh(now + wait.as_secs() as i64);
-                            wait
-                        }
-                    }
-                }
-            }
-        };
-        wait_for_next(
-            wait,
-            &mut events,
-            &mut refresher,
-            &mut docker,
-            &metrics,
-            &stop,
-        )
-        .await;
+        let s = step(&mut state, tokens.now(), &docker, &tokens).await;
+        if once {
+            return finish_once(s.turn, dry_run);
+        }
+        wait_for_next(s.wait, &mut events, &mut state, &docker, &tokens).await;
     }
 }
 
-/// Waits `wait`, handling events meanwhile. Returns early (for a full pass now)
-/// on a stop, when the event stream came back after a break, or when Docker failed.
+/// The exit of `--once` and `--dry-run`.
+fn finish_once(turn: Turn, dry_run: bool) -> anyhow::Result<i32> {
+    match turn {
+        Turn::Idle(_) => Ok(0),
+        Turn::DockerFailed(e) => Err(e.into()),
+        Turn::Pass(report) if dry_run => {
+            for line in &report.would_update {
+                println!("{line}");
+            }
+            if report.would_update.is_empty() {
+                println!("nothing to update: no service pulls from ECR (or all are left alone, see the warnings)");
+            }
+            Ok(0)
+        }
+        Turn::Pass(report) => match report.problem() {
+            _ if report.interrupted => Ok(0),
+            None => Ok(0),
+            Some(p) => Err(anyhow::anyhow!(
+                "{p}; the messages above say why. Services that failed keep their old auth"
+            )),
+        },
+    }
+}
+
+/// Waits `wait`, handling events meanwhile. Returns early (for a full turn now)
+/// on a stop, when the event stream came back after a break, when this node is
+/// no longer the leader, or when Docker failed.
 async fn wait_for_next(
     wait: Duration,
     events: &mut mpsc::UnboundedReceiver<events::Event>,
-    refresher: &mut Refresher,
-    docker: &mut Option<Docker>,
-    metrics: &Metrics,
-    stop: &watch::Receiver<bool>,
+    state: &mut State,
+    docker: &Docker,
+    tokens: &Arc<Tokens>,
 ) {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut stop_rx = stop.clone();
+    let mut stop = state.stop.clone();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => return,
-            _ = stop_rx.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return,
             Some(first) = events.recv() => {
-                let (ids, full) = events::batch(first, events).await;
+                let (ids, full) = events::batch(first, events, tokio::time::sleep(events::DEBOUNCE)).await;
                 if full {
                     return;
                 }
-                let Some(d) = docker.as_ref() else { return };
-                match d.role().await {
-                    Ok(Role::Leader { .. }) => {}
-                    Ok(_) => return,
-                    Err(e) => {
-                        metrics.docker_error(e.to_string());
-                        return;
-                    }
-                }
-                match refresher.changed(d, &ids, stop).await {
-                    Ok(report) if report.updated + report.failed + report.token_errors > 0 => {
+                match on_events(state, tokens.now(), docker, tokens, &ids).await {
+                    Ok(Some(report)) if report.updated + report.failed + report.token_errors > 0 => {
                         tracing::info!(
                             "after service events: updated {}, failed {}, no token {}",
                             report.updated,
@@ -237,109 +162,17 @@ async fn wait_for_next(
                             report.token_errors
                         );
                     }
-                    Ok(_) => {}
+                    Ok(Some(_)) => {}
+                    Ok(None) => return,
                     Err(e) => {
                         tracing::warn!("handling service events failed: {e}");
-                        metrics.docker_error(e.to_string());
-                        if e.is_connection() {
-                            *docker = None;
-                        }
+                        state.metrics.docker_error(e.to_string());
                         return;
                     }
                 }
             }
         }
     }
-}
-
-/// Connects if needed and returns this node's role.
-async fn connect(
-    host: &str,
-    docker: &mut Option<Docker>,
-    metrics: &Metrics,
-) -> Result<Role, DockerError> {
-    if docker.is_none() {
-        let d = Docker::connect(host, metrics.docker_calls.clone()).await?;
-        tracing::info!(
-            "connected to Docker at {} (API {})",
-            d.endpoint(),
-            d.api_version()
-        );
-        *docker = Some(d);
-    }
-    let d = docker.as_ref().expect("set above");
-    match d.role().await {
-        Ok(role) => Ok(role),
-        Err(e) => {
-            if e.is_connection() {
-                *docker = None;
-            }
-            Err(e)
-        }
-    }
-}
-
-fn docker_down(e: &DockerError, failures: u32, wait: Duration, metrics: &Metrics) {
-    metrics.docker_error(e.to_string());
-    // The first failure, then every tenth: a long outage doesn't flood the log.
-    if failures == 1 || failures.is_multiple_of(10) {
-        tracing::error!(
-            "{e}; retrying in {} (failure {failures} in a row)",
-            humantime::format_duration(wait)
-        );
-    }
-}
-
-fn describe(role: &Role) -> String {
-    match role {
-        Role::Leader { node_id } => format!("node {node_id} is the Swarm leader"),
-        Role::Manager { node_id } => format!("node {node_id} is a manager but not the leader"),
-        Role::Worker => "this node is a Swarm worker".into(),
-        Role::NotInSwarm { state } => {
-            format!("this Docker daemon is not in a Swarm (state {state:?})")
-        }
-    }
-}
-
-fn announce(role: &Role) {
-    match role {
-        Role::Leader { .. } => tracing::info!("{}: refreshing services", describe(role)),
-        Role::Manager { .. } => {
-            tracing::info!(
-                "{}: idling; the refresher on the leader acts",
-                describe(role)
-            )
-        }
-        Role::Worker | Role::NotInSwarm { .. } => tracing::warn!(
-            "{}: idling. Run ecr-auth on managers (placement constraint node.role==manager)",
-            describe(role)
-        ),
-    }
-}
-
-fn summary(r: &Report, docker_calls_total: u64, next: Option<Duration>) {
-    let next = next
-        .map(|w| {
-            format!(
-                "; next pass in {}",
-                humantime::format_duration(Duration::from_secs(w.as_secs()))
-            )
-        })
-        .unwrap_or_default();
-    tracing::info!(
-        "pass done: {} services: {} updated, {} unchanged, {} failed, {} without token, {} left alone, {} not ECR or not selected; {} token(s); {} Docker API calls ({} since start){}{next}",
-        r.services,
-        r.updated,
-        r.unchanged,
-        r.failed,
-        r.token_errors,
-        r.held,
-        r.ignored,
-        r.tokens,
-        r.docker_calls,
-        docker_calls_total,
-        if r.interrupted { "; stopped early" } else { "" },
-    );
 }
 
 /// Turns SIGTERM/SIGINT into `stop = true`. Keeps the sender alive forever, so

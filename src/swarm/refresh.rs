@@ -6,21 +6,22 @@
 //! restarting running tasks. "update out of sequence" (someone changed the
 //! service meanwhile) is answered by re-reading it and planning again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
-use super::docker::{registry_auth_header, Docker, DockerError, Service};
+use super::api::SwarmApi;
+use super::docker::{registry_auth_header, DockerError, Service};
 use super::image::registry_host;
-use super::metrics::{Metrics, Outcome};
+use super::metrics::Outcome;
+use super::step::State;
 use crate::config::Resolved;
 use crate::registry::Host;
 use crate::tokens::{format_time, AuthToken, TokenError, Tokens};
 
 /// Services with this label set to `false` are never touched.
-pub const OPT_OUT_LABEL: &str = "ecr-auth.refresh";
+pub(crate) const OPT_OUT_LABEL: &str = "ecr-auth.refresh";
 
 /// Update states in which an update would resume or restart a rollout.
 const PAUSED_STATES: &[&str] = &["paused", "rollback_started", "rollback_paused"];
@@ -40,7 +41,7 @@ pub struct Selection {
 
 /// What to do with one service.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     Refresh {
         image_host: String,
         resolved: Resolved,
@@ -50,7 +51,7 @@ pub enum Plan {
 
 /// Why a service is left alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Leave {
+pub(crate) enum Leave {
     NoImage,
     NotEcr { host: String },
     OptedOut,
@@ -62,7 +63,7 @@ pub enum Leave {
 
 impl Leave {
     /// Left alone although its image is on ECR: worth a warning and a metric.
-    pub fn outcome(&self) -> Option<Outcome> {
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
         match self {
             Leave::Paused { .. } => Some(Outcome::SkippedPaused),
             Leave::Job { .. } => Some(Outcome::SkippedJob),
@@ -92,7 +93,7 @@ impl std::fmt::Display for Leave {
 }
 
 /// Decides about one service. `resolve` is [`Tokens::resolve`].
-pub fn plan(
+pub(crate) fn plan(
     service: &Service,
     selection: &Selection,
     resolve: impl Fn(&str) -> Result<Resolved, TokenError>,
@@ -196,351 +197,306 @@ impl Report {
 
 /// What this process last sent to a service: the spec it sent and which token.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Sent {
+pub(crate) struct Sent {
     spec: [u8; 32],
     token: [u8; 32],
 }
 
-/// The refresher's state across passes.
-pub struct Refresher {
-    pub selection: Selection,
-    pub dry_run: bool,
-    /// Skip a service whose spec is the one we sent, with the same token (daemon
-    /// mode: an `--every` shorter than the token's half-life re-sends nothing).
-    pub remember: bool,
-    tokens: Arc<Tokens>,
-    metrics: Arc<Metrics>,
-    clock: fn() -> i64,
-    sent: HashMap<String, Sent>,
-    /// Tokens already in hand, by image host (daemon mode): reused until their
-    /// half-life, so a pass fetches only what is due even without a file cache.
-    held: HashMap<String, AuthToken>,
+/// True when this service's current spec is what we last sent it.
+pub(crate) fn sent_this_spec(state: &State, service: &Service) -> bool {
+    state
+        .sent
+        .get(&service.id)
+        .is_some_and(|s| s.spec == sha256(service.spec.get().as_bytes()))
 }
 
-impl Refresher {
-    pub fn new(tokens: Arc<Tokens>, metrics: Arc<Metrics>, selection: Selection) -> Refresher {
-        Refresher {
-            selection,
-            dry_run: false,
-            remember: false,
-            tokens,
-            metrics,
-            clock: crate::tokens::system_now,
-            sent: HashMap::new(),
-            held: HashMap::new(),
+/// A full pass over every service.
+pub(crate) async fn pass(
+    state: &mut State,
+    now: i64,
+    api: &impl SwarmApi,
+    tokens: &Arc<Tokens>,
+) -> Result<Report, DockerError> {
+    let calls_before = api.calls();
+    let services = api.services().await?;
+    let ids: Vec<&str> = services.iter().map(|s| s.id.as_str()).collect();
+    state.sent.retain(|id, _| ids.contains(&id.as_str()));
+    let mut report = act(state, now, api, tokens, services, true).await?;
+    report.docker_calls = api.calls() - calls_before;
+    Ok(report)
+}
+
+/// Services that changed (from events): re-read each and act on those whose
+/// spec is not the one we sent (our own updates come back as events too).
+pub(crate) async fn changed(
+    state: &mut State,
+    now: i64,
+    api: &impl SwarmApi,
+    tokens: &Arc<Tokens>,
+    ids: &[String],
+) -> Result<Report, DockerError> {
+    let calls_before = api.calls();
+    let mut services = Vec::new();
+    for id in ids {
+        match api.service(id).await {
+            Ok(s) if sent_this_spec(state, &s) => {
+                tracing::debug!(
+                    "service {} changed, but its spec is the one we sent; nothing to do",
+                    s.name()
+                )
+            }
+            Ok(s) => services.push(s),
+            Err(e) if e.is_not_found() => tracing::debug!("service {id} is gone"),
+            Err(e) => return Err(e),
         }
     }
+    let mut report = act(state, now, api, tokens, services, false).await?;
+    report.docker_calls = api.calls() - calls_before;
+    Ok(report)
+}
 
-    pub fn with_clock(mut self, clock: fn() -> i64) -> Refresher {
-        self.clock = clock;
-        self
-    }
-
-    /// True when this service's current spec is what we last sent it.
-    pub fn sent_this_spec(&self, service: &Service) -> bool {
-        self.sent
-            .get(&service.id)
-            .is_some_and(|s| s.spec == sha256(service.spec.get().as_bytes()))
-    }
-
-    /// A full pass over every service.
-    pub async fn pass(
-        &mut self,
-        docker: &Docker,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<Report, DockerError> {
-        let calls_before = docker_calls(&self.metrics);
-        let services = docker.services().await?;
-        let ids: Vec<&str> = services.iter().map(|s| s.id.as_str()).collect();
-        self.sent.retain(|id, _| ids.contains(&id.as_str()));
-        let mut report = self.act(docker, services, stop, true).await?;
-        report.docker_calls = docker_calls(&self.metrics) - calls_before;
-        Ok(report)
-    }
-
-    /// Services that changed (from events): re-read each and act on those whose
-    /// spec is not the one we sent (our own updates come back as events too).
-    pub async fn changed(
-        &mut self,
-        docker: &Docker,
-        ids: &[String],
-        stop: &watch::Receiver<bool>,
-    ) -> Result<Report, DockerError> {
-        let calls_before = docker_calls(&self.metrics);
-        let mut services = Vec::new();
-        for id in ids {
-            match docker.service(id).await {
-                Ok(s) if self.sent_this_spec(&s) => {
-                    tracing::debug!(
-                        "service {} changed, but its spec is the one we sent; nothing to do",
-                        s.name()
-                    )
+async fn act(
+    state: &mut State,
+    now: i64,
+    api: &impl SwarmApi,
+    tokens: &Arc<Tokens>,
+    services: Vec<Service>,
+    full: bool,
+) -> Result<Report, DockerError> {
+    let mut report = Report {
+        services: services.len(),
+        ..Report::default()
+    };
+    let mut todo = Vec::new();
+    // The services metrics keep: those on ECR, acted on or held.
+    let mut tracked: Vec<String> = Vec::new();
+    for service in services {
+        match plan(&service, &state.settings.selection, |h| tokens.resolve(h)) {
+            Plan::Refresh {
+                image_host,
+                resolved,
+            } => {
+                tracked.push(service.id.clone());
+                todo.push((service, image_host, resolved))
+            }
+            Plan::Leave(why) => {
+                if let Some(outcome) = why.outcome() {
+                    tracing::warn!("left {} alone: {why}", service.name());
+                    state
+                        .metrics
+                        .service(&service.id, service.name(), outcome, now);
+                    tracked.push(service.id.clone());
+                    report.held += 1;
+                } else {
+                    tracing::debug!("ignoring {}: {why}", service.name());
+                    report.ignored += 1;
                 }
-                Ok(s) => services.push(s),
-                Err(e) if e.is_not_found() => tracing::debug!("service {id} is gone"),
-                Err(e) => return Err(e),
             }
         }
-        let mut report = self.act(docker, services, stop, false).await?;
-        report.docker_calls = docker_calls(&self.metrics) - calls_before;
-        Ok(report)
+    }
+    if full {
+        let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
+        state.metrics.retain_services(&tracked);
+    }
+    if state.settings.dry_run {
+        for (service, host, resolved) in &todo {
+            report.would_update.push(format!(
+                "would update {} ({}): image {} on {host} -> ECR token {} for account {}",
+                service.name(),
+                service.id,
+                service.view.image().unwrap_or_default(),
+                resolved.target.scope(),
+                account(resolved),
+            ));
+        }
+        return Ok(report);
+    }
+    if todo.is_empty() {
+        return Ok(report);
     }
 
-    /// Acts on these snapshots as they are. A snapshot may be stale: its update
-    /// then meets "update out of sequence", and the service is re-read.
-    pub async fn refresh_snapshots(
-        &mut self,
-        docker: &Docker,
-        services: Vec<Service>,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<Report, DockerError> {
-        let calls_before = docker_calls(&self.metrics);
-        let mut report = self.act(docker, services, stop, false).await?;
-        report.docker_calls = docker_calls(&self.metrics) - calls_before;
-        Ok(report)
-    }
+    let Some((in_hand, scopes)) = fetch_tokens(state, tokens, &todo).await else {
+        report.interrupted = true;
+        return Ok(report);
+    };
+    report.tokens = scopes;
+    report.refresh_due = in_hand
+        .values()
+        .filter_map(|t| t.as_ref().ok())
+        .map(AuthToken::refresh_at)
+        .min();
 
-    async fn act(
-        &mut self,
-        docker: &Docker,
-        services: Vec<Service>,
-        stop: &watch::Receiver<bool>,
-        full: bool,
-    ) -> Result<Report, DockerError> {
-        let now = (self.clock)();
-        let mut report = Report {
-            services: services.len(),
-            ..Report::default()
+    for (service, host, _) in todo {
+        if *state.stop.borrow() {
+            report.interrupted = true;
+            break;
+        }
+        let outcome = match &in_hand[&host] {
+            Err(_) => Outcome::TokenError,
+            Ok(token) => {
+                update(
+                    state,
+                    api,
+                    tokens,
+                    service.clone(),
+                    &host,
+                    token,
+                    &mut report.retries,
+                )
+                .await?
+            }
         };
-        let mut todo = Vec::new();
-        // The services metrics keep: those on ECR, acted on or held.
-        let mut tracked: Vec<String> = Vec::new();
-        for service in services {
-            match plan(&service, &self.selection, |h| self.tokens.resolve(h)) {
-                Plan::Refresh {
-                    image_host,
-                    resolved,
-                } => {
-                    tracked.push(service.id.clone());
-                    todo.push((service, image_host, resolved))
+        match outcome {
+            Outcome::Updated => report.updated += 1,
+            Outcome::Unchanged => report.unchanged += 1,
+            Outcome::TokenError => report.token_errors += 1,
+            Outcome::Failed => report.failed += 1,
+            Outcome::SkippedPaused | Outcome::SkippedJob => report.held += 1,
+        }
+        state
+            .metrics
+            .service(&service.id, service.name(), outcome, now);
+    }
+    Ok(report)
+}
+
+/// The token per image host — one `get_many`: the token core serves what it holds
+/// in memory until the token's refresh time and fetches the rest, one call per
+/// (identity, region) — and how many distinct scopes have one. `None` if a stop
+/// came first.
+async fn fetch_tokens(
+    state: &State,
+    tokens: &Arc<Tokens>,
+    todo: &[(Service, String, Resolved)],
+) -> Option<(BTreeMap<String, Result<AuthToken, TokenError>>, usize)> {
+    let mut wanted: BTreeMap<String, Resolved> = BTreeMap::new();
+    for (_, host, resolved) in todo {
+        wanted
+            .entry(host.clone())
+            .or_insert_with(|| resolved.clone());
+    }
+    let (names, resolved): (Vec<String>, Vec<Resolved>) = wanted.into_iter().unzip();
+    let scopes: Vec<(String, String)> = resolved
+        .iter()
+        .map(|r| (r.target.scope(), r.target.region().to_string()))
+        .collect();
+    let results = {
+        let tokens = tokens.clone();
+        // Blocking (the SDK, file locks): off the runtime, so `/healthz` and the
+        // signal handlers keep answering while AWS is slow.
+        let fetch = tokio::task::spawn_blocking(move || tokens.get_many(&resolved));
+        let mut stop = state.stop.clone();
+        tokio::select! {
+            joined = fetch => joined.unwrap_or_else(|e| {
+                names.iter().map(|_| Err(TokenError::Internal(format!("the token fetch stopped unexpectedly: {e}")))).collect()
+            }),
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+    };
+    let mut reported = std::collections::BTreeSet::new();
+    for ((scope, region), result) in scopes.iter().zip(&results) {
+        if !reported.insert(scope.clone()) {
+            continue;
+        }
+        match result {
+            Ok(t) => state.metrics.token_ok(scope, region, t.expires_at),
+            Err(e) => {
+                state.metrics.token_failed(scope, region);
+                tracing::error!(
+                    "cannot get an ECR token for {scope}; its services keep their old auth: {e}"
+                );
+            }
+        }
+    }
+    let out: BTreeMap<String, Result<AuthToken, TokenError>> =
+        names.into_iter().zip(results).collect();
+    let scopes_in_hand: std::collections::BTreeSet<String> = todo
+        .iter()
+        .filter(|(_, host, _)| out.get(host).is_some_and(|r| r.is_ok()))
+        .map(|(_, _, r)| format!("{}|{:?}", r.target.scope(), r.creds))
+        .collect();
+    Some((out, scopes_in_hand.len()))
+}
+
+/// Sends fresh auth to one service, re-reading it after "update out of sequence".
+/// In daemon mode a service whose spec is the one we sent, with the same token,
+/// is left as it is: its auth changes when the token core hands out a new token
+/// (at the token's refresh time), not on every pass.
+async fn update(
+    state: &mut State,
+    api: &impl SwarmApi,
+    tokens: &Tokens,
+    mut service: Service,
+    host: &str,
+    token: &AuthToken,
+    retries: &mut usize,
+) -> Result<Outcome, DockerError> {
+    let auth = registry_auth_header(&token.username, &token.password, host);
+    let token_hash = sha256(token.password.expose().as_bytes());
+    let name = service.name().to_string();
+    let remember = state.settings.remembers();
+    for attempt in 1..=MAX_ATTEMPTS {
+        let sent = Sent {
+            spec: sha256(service.spec.get().as_bytes()),
+            token: token_hash,
+        };
+        if remember && state.sent.get(&service.id) == Some(&sent) {
+            tracing::debug!("{name} already has the current token; nothing to do");
+            return Ok(Outcome::Unchanged);
+        }
+        match api
+            .update_service(&service.id, service.version, &service.spec, &auth)
+            .await
+        {
+            Ok(warnings) => {
+                tracing::info!(
+                    "updated {name} ({}): fresh auth for {host}, valid until {}",
+                    service.id,
+                    format_time(token.expires_at)
+                );
+                for w in warnings {
+                    tracing::warn!("Docker, updating {name}: {w}");
                 }
-                Plan::Leave(why) => {
-                    if let Some(outcome) = why.outcome() {
-                        tracing::warn!("left {} alone: {why}", service.name());
-                        self.metrics
-                            .service(&service.id, service.name(), outcome, now);
-                        tracked.push(service.id.clone());
-                        report.held += 1;
-                    } else {
-                        tracing::debug!("ignoring {}: {why}", service.name());
-                        report.ignored += 1;
+                state.sent.insert(service.id.clone(), sent);
+                return Ok(Outcome::Updated);
+            }
+            Err(e) if e.is_out_of_sequence() && attempt < MAX_ATTEMPTS => {
+                *retries += 1;
+                tracing::info!("{name} changed while we updated it (update out of sequence); re-reading it (attempt {attempt})");
+                service = match api.service(&service.id).await {
+                    Ok(s) => s,
+                    Err(e) if e.is_not_found() => {
+                        tracing::info!("{name} was removed meanwhile");
+                        return Ok(Outcome::Unchanged);
+                    }
+                    Err(e) => return Err(e),
+                };
+                match plan(&service, &state.settings.selection, |h| tokens.resolve(h)) {
+                    Plan::Refresh { image_host, .. } if image_host == host => {}
+                    Plan::Refresh { .. } => {
+                        tracing::info!(
+                            "{name} now uses another registry; the next pass handles it"
+                        );
+                        return Ok(Outcome::Unchanged);
+                    }
+                    Plan::Leave(why) => {
+                        tracing::warn!("left {name} alone after re-reading it: {why}");
+                        return Ok(why.outcome().unwrap_or(Outcome::Unchanged));
                     }
                 }
             }
-        }
-        if full {
-            let tracked: Vec<&str> = tracked.iter().map(String::as_str).collect();
-            self.metrics.retain_services(&tracked);
-        }
-        if self.dry_run {
-            for (service, host, resolved) in &todo {
-                report.would_update.push(format!(
-                    "would update {} ({}): image {} on {host} -> ECR token {} for account {}",
-                    service.name(),
-                    service.id,
-                    service.view.image().unwrap_or_default(),
-                    resolved.target.scope(),
-                    account(resolved),
-                ));
-            }
-            return Ok(report);
-        }
-        if todo.is_empty() {
-            return Ok(report);
-        }
-
-        let Some((tokens, scopes)) = self.fetch_tokens(&todo, stop).await else {
-            report.interrupted = true;
-            return Ok(report);
-        };
-        report.tokens = scopes;
-        report.refresh_due = tokens
-            .values()
-            .filter_map(|t| t.as_ref().ok())
-            .map(half_life)
-            .min();
-
-        for (service, host, _) in todo {
-            if *stop.borrow() {
-                report.interrupted = true;
-                break;
-            }
-            let outcome = match &tokens[&host] {
-                Err(_) => Outcome::TokenError,
-                Ok(token) => {
-                    self.update(docker, service.clone(), &host, token, &mut report.retries)
-                        .await?
-                }
-            };
-            match outcome {
-                Outcome::Updated => report.updated += 1,
-                Outcome::Unchanged => report.unchanged += 1,
-                Outcome::TokenError => report.token_errors += 1,
-                Outcome::Failed => report.failed += 1,
-                Outcome::SkippedPaused | Outcome::SkippedJob => report.held += 1,
-            }
-            self.metrics
-                .service(&service.id, service.name(), outcome, (self.clock)());
-        }
-        Ok(report)
-    }
-
-    /// The token per image host (one `get_many` for those not in hand), and how
-    /// many distinct scopes have one. `None` if a stop came first.
-    async fn fetch_tokens(
-        &mut self,
-        todo: &[(Service, String, Resolved)],
-        stop: &watch::Receiver<bool>,
-    ) -> Option<(BTreeMap<String, Result<AuthToken, TokenError>>, usize)> {
-        let now = (self.clock)();
-        let mut out: BTreeMap<String, Result<AuthToken, TokenError>> = BTreeMap::new();
-        let mut wanted: BTreeMap<String, Resolved> = BTreeMap::new();
-        for (_, host, resolved) in todo {
-            match self
-                .held
-                .get(host)
-                .filter(|t| self.remember && now < half_life(t))
-            {
-                Some(t) => {
-                    out.insert(host.clone(), Ok(t.clone()));
-                }
-                None => {
-                    wanted
-                        .entry(host.clone())
-                        .or_insert_with(|| resolved.clone());
-                }
-            }
-        }
-        let (names, resolved): (Vec<String>, Vec<Resolved>) = wanted.into_iter().unzip();
-        let scopes: Vec<(String, String)> = resolved
-            .iter()
-            .map(|r| (r.target.scope(), r.target.region().to_string()))
-            .collect();
-        let results = if resolved.is_empty() {
-            Vec::new()
-        } else {
-            let tokens = self.tokens.clone();
-            let fetch = tokio::task::spawn_blocking(move || tokens.get_many(&resolved));
-            let mut stop = stop.clone();
-            tokio::select! {
-                joined = fetch => joined.unwrap_or_else(|e| {
-                    names.iter().map(|_| Err(TokenError::Internal(format!("the token fetch panicked: {e}")))).collect()
-                }),
-                _ = stop.wait_for(|s| *s) => return None,
-            }
-        };
-        let mut reported = std::collections::BTreeSet::new();
-        for ((scope, region), result) in scopes.iter().zip(&results) {
-            if !reported.insert(scope.clone()) {
-                continue;
-            }
-            match result {
-                Ok(t) => self.metrics.token_ok(scope, region, t.expires_at),
-                Err(e) => {
-                    self.metrics.token_failed(scope, region);
-                    tracing::error!("cannot get an ECR token for {scope}; its services keep their old auth: {e}");
-                }
-            }
-        }
-        for (host, result) in names.into_iter().zip(results) {
-            if let (Ok(t), true) = (&result, self.remember) {
-                self.held.insert(host.clone(), t.clone());
-            }
-            out.insert(host, result);
-        }
-        let scopes_in_hand: std::collections::BTreeSet<String> = todo
-            .iter()
-            .filter(|(_, host, _)| out.get(host).is_some_and(|r| r.is_ok()))
-            .map(|(_, _, r)| format!("{}|{:?}", r.target.scope(), r.creds))
-            .collect();
-        Some((out, scopes_in_hand.len()))
-    }
-
-    /// Sends fresh auth to one service, re-reading it after "update out of sequence".
-    async fn update(
-        &mut self,
-        docker: &Docker,
-        mut service: Service,
-        host: &str,
-        token: &AuthToken,
-        retries: &mut usize,
-    ) -> Result<Outcome, DockerError> {
-        let auth = registry_auth_header(&token.username, &token.password, host);
-        let token_hash = sha256(token.password.expose().as_bytes());
-        let name = service.name().to_string();
-        for attempt in 1..=MAX_ATTEMPTS {
-            let sent = Sent {
-                spec: sha256(service.spec.get().as_bytes()),
-                token: token_hash,
-            };
-            if self.remember && self.sent.get(&service.id) == Some(&sent) {
-                tracing::debug!("{name} already has the current token; nothing to do");
+            Err(e) if e.is_not_found() => {
+                tracing::info!("{name} was removed meanwhile");
                 return Ok(Outcome::Unchanged);
             }
-            match docker
-                .update_service(&service.id, service.version, &service.spec, &auth)
-                .await
-            {
-                Ok(warnings) => {
-                    tracing::info!(
-                        "updated {name} ({}): fresh auth for {host}, valid until {}",
-                        service.id,
-                        format_time(token.expires_at)
-                    );
-                    for w in warnings {
-                        tracing::warn!("Docker, updating {name}: {w}");
-                    }
-                    self.sent.insert(service.id.clone(), sent);
-                    return Ok(Outcome::Updated);
-                }
-                Err(e) if e.is_out_of_sequence() && attempt < MAX_ATTEMPTS => {
-                    *retries += 1;
-                    tracing::info!("{name} changed while we updated it (update out of sequence); re-reading it (attempt {attempt})");
-                    service = match docker.service(&service.id).await {
-                        Ok(s) => s,
-                        Err(e) if e.is_not_found() => {
-                            tracing::info!("{name} was removed meanwhile");
-                            return Ok(Outcome::Unchanged);
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    match plan(&service, &self.selection, |h| self.tokens.resolve(h)) {
-                        Plan::Refresh { image_host, .. } if image_host == host => {}
-                        Plan::Refresh { .. } => {
-                            tracing::info!(
-                                "{name} now uses another registry; the next pass handles it"
-                            );
-                            return Ok(Outcome::Unchanged);
-                        }
-                        Plan::Leave(why) => {
-                            tracing::warn!("left {name} alone after re-reading it: {why}");
-                            return Ok(why.outcome().unwrap_or(Outcome::Unchanged));
-                        }
-                    }
-                }
-                Err(e) if e.is_not_found() => {
-                    tracing::info!("{name} was removed meanwhile");
-                    return Ok(Outcome::Unchanged);
-                }
-                Err(e) if e.is_connection() => return Err(e),
-                Err(e) => {
-                    tracing::error!("cannot update {name} ({}): {e}", service.id);
-                    return Ok(Outcome::Failed);
-                }
+            Err(e) if e.is_connection() => return Err(e),
+            Err(e) => {
+                tracing::error!("cannot update {name} ({}): {e}", service.id);
+                return Ok(Outcome::Failed);
             }
         }
-        unreachable!("the last attempt returns")
     }
+    unreachable!("the last attempt returns")
 }
 
 fn account(r: &Resolved) -> &str {
@@ -548,17 +504,6 @@ fn account(r: &Resolved) -> &str {
         crate::registry::Target::Private { account, .. } => account,
         crate::registry::Target::Public => "(ECR Public)",
     }
-}
-
-/// When a token should be replaced: half-way through its life.
-fn half_life(t: &AuthToken) -> i64 {
-    t.issued_at + (t.expires_at - t.issued_at) / 2
-}
-
-fn docker_calls(metrics: &Metrics) -> u64 {
-    metrics
-        .docker_calls
-        .load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -308,11 +308,57 @@ fn changed<'a>(names: &[&'a str], before: &[u64], after: &[u64]) -> Vec<&'a str>
 
 /// Someone updates the service between our read and our update: Swarm answers "update
 /// out of sequence"; the refresher re-reads it and succeeds, keeping their change.
+/// (The same rule with a fake Swarm: `swarm::step` unit tests; this proves the real
+/// daemon's answer is recognised.)
 #[test]
 fn update_out_of_sequence_is_retried() {
-    use ecr_auth::swarm::docker::Docker;
+    use ecr_auth::swarm::docker::{Docker, DockerError, Role, Service};
     use ecr_auth::swarm::metrics::Metrics;
-    use ecr_auth::swarm::refresh::{Refresher, Selection};
+    use ecr_auth::swarm::refresh::Selection;
+    use ecr_auth::swarm::schedule::Schedule;
+    use ecr_auth::swarm::{step, Settings, State, SwarmApi, Turn};
+
+    /// The real daemon, except that the service list it returns is read *before*
+    /// someone else's update lands.
+    struct Racing<'a> {
+        docker: &'a Docker,
+        lab: &'a Lab,
+    }
+
+    impl SwarmApi for Racing<'_> {
+        async fn role(&self) -> Result<Role, DockerError> {
+            self.docker.role().await
+        }
+        async fn services(&self) -> Result<Vec<Service>, DockerError> {
+            let stale = self.docker.services().await?;
+            self.lab.docker(&[
+                "service",
+                "update",
+                "-d",
+                "--label-add",
+                "changed=meanwhile",
+                "seq",
+            ]);
+            let now = self.docker.service("seq").await?;
+            assert!(now.version > stale[0].version, "the race did not happen");
+            Ok(stale)
+        }
+        async fn service(&self, id: &str) -> Result<Service, DockerError> {
+            self.docker.service(id).await
+        }
+        async fn update_service(
+            &self,
+            id: &str,
+            version: u64,
+            spec: &serde_json::value::RawValue,
+            auth: &ecr_auth::secret::Secret<String>,
+        ) -> Result<Vec<String>, DockerError> {
+            self.docker.update_service(id, version, spec, auth).await
+        }
+        fn calls(&self) -> u64 {
+            self.docker.calls()
+        }
+    }
 
     let lab = Lab::start();
     let image = lab.push("seq", "1");
@@ -335,35 +381,33 @@ fn update_out_of_sequence_is_retried() {
             .collect::<Vec<_>>(),
     );
     let config = ecr_auth::config::Config::read(&lab.config).unwrap();
-    let tokens = ecr_auth::tokens::Tokens::new(env, config);
+    let tokens = Arc::new(ecr_auth::tokens::Tokens::new(env, config));
     let calls_before = lab.tokens.calls();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let report = rt.block_on(async {
-        let metrics = Metrics::new();
+    let turn = rt.block_on(async {
         let docker = Docker::connect(&lab.docker.host, Arc::new(AtomicU64::new(0)))
             .await
             .unwrap();
-        let stale = docker.service("seq").await.unwrap();
-        lab.docker(&[
-            "service",
-            "update",
-            "-d",
-            "--label-add",
-            "changed=meanwhile",
-            "seq",
-        ]);
-        assert!(docker.service("seq").await.unwrap().version > stale.version);
-        let mut refresher = Refresher::new(Arc::new(tokens), metrics, Selection::default());
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        refresher
-            .refresh_snapshots(&docker, vec![stale], &stop)
-            .await
-            .unwrap()
+        let settings = Settings {
+            schedule: Schedule::Once,
+            selection: Selection::default(),
+            dry_run: false,
+        };
+        let mut state = State::new(settings, Metrics::new(), stop);
+        let api = Racing {
+            docker: &docker,
+            lab: &lab,
+        };
+        step(&mut state, tokens.now(), &api, &tokens).await.turn
     });
+    let Turn::Pass(report) = turn else {
+        panic!("no pass: {turn:?}")
+    };
     assert_eq!(
         (report.updated, report.failed, report.retries),
         (1, 0, 1),

@@ -4,6 +4,7 @@
 mod common;
 mod swarm_support;
 
+mod arm64;
 mod configure_docker;
 mod configure_gitlab_runner;
 mod gitlab_auth_config;
@@ -14,6 +15,7 @@ mod gitlab_runner_pull;
 mod gitlab_sync_variable;
 mod helper_e2e;
 mod lab_smoke;
+mod release;
 mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;

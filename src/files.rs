@@ -6,10 +6,17 @@
 //! renamed over the target. A reader sees the old file or the new one, whole; a
 //! secret is never readable by others for an instant; nothing is done by path to a
 //! name that someone else could have swapped in between.
+//!
+//! Reads of state that steers a root process (the token cache, its lock files, the
+//! log file) go through [`open_trusted`]: `O_NOFOLLOW|O_NONBLOCK`, then `fstat` on
+//! the descriptor — a regular file, owned by us or root, not writable by group or
+//! others — else it is not used and the caller says why (as ssh's StrictModes).
+//! Directories are checked the same way by [`trusted_dir`], which narrows the mode
+//! only of a directory that is ours.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Who owns the new file.
@@ -64,6 +71,195 @@ pub fn replace(
     Ok(())
 }
 
+/// Why a file or directory is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Untrusted {
+    #[error("{path} is a symbolic link")]
+    Symlink { path: String },
+    #[error("{path} is not a {want}")]
+    Kind { path: String, want: &'static str },
+    #[error("{path} is owned by uid {uid}, not by this user ({me}) or root")]
+    Owner { path: String, uid: u32, me: u32 },
+    #[error("{path} is writable by group or others (mode {mode:o})")]
+    Writable { path: String, mode: u32 },
+    #[error("cannot open {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Untrusted {
+    /// True when the file simply isn't there.
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Untrusted::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), Untrusted> {
+    let shown = path.display().to_string();
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(Untrusted::Owner {
+            path: shown,
+            uid: meta.uid(),
+            me,
+        });
+    }
+    Ok(())
+}
+
+/// Opens a state file for reading, refusing what another user could have
+/// planted: a symlink, a FIFO or device (which would hang or mislead), a file
+/// owned by someone else or writable by group/others.
+pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
+    let shown = || path.display().to_string();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => Untrusted::Symlink { path: shown() },
+            _ => Untrusted::Io {
+                path: shown(),
+                source,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| Untrusted::Io {
+        path: shown(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::Kind {
+            path: shown(),
+            want: "regular file",
+        });
+    }
+    check_owner(path, &meta)?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(Untrusted::Writable {
+            path: shown(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(file)
+}
+
+/// Reads a whole state file through [`open_trusted`], at most `limit` bytes.
+pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, Untrusted> {
+    use std::io::Read;
+    let file = open_trusted(path)?;
+    let mut buf = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|source| Untrusted::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(buf)
+}
+
+/// Makes sure `dir` is a directory that only we (or root) can change: created
+/// with `mode` if missing (parents too), refused if it is a symlink, not a
+/// directory, another user's, or — when not ours to narrow — writable by group
+/// or others. A directory of ours with a wider mode is narrowed to `mode`, on its
+/// descriptor.
+pub fn trusted_dir(dir: &Path, mode: u32) -> Result<(), Untrusted> {
+    let shown = || dir.display().to_string();
+    match fs::DirBuilder::new().recursive(true).mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(source) => {
+            // `create` follows a symlink at the last component; report it as such.
+            if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Untrusted::Symlink { path: shown() });
+            }
+            return Err(Untrusted::Io {
+                path: shown(),
+                source,
+            });
+        }
+    }
+    let handle = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => Untrusted::Symlink { path: shown() },
+            // O_NOFOLLOW|O_DIRECTORY on a symlink answers ENOTDIR.
+            Some(libc::ENOTDIR)
+                if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                Untrusted::Symlink { path: shown() }
+            }
+            Some(libc::ENOTDIR) => Untrusted::Kind {
+                path: shown(),
+                want: "directory",
+            },
+            _ => Untrusted::Io {
+                path: shown(),
+                source,
+            },
+        })?;
+    let meta = handle.metadata().map_err(|source| Untrusted::Io {
+        path: shown(),
+        source,
+    })?;
+    check_owner(dir, &meta)?;
+    if meta.mode() & 0o022 != 0 {
+        if meta.uid() != euid() {
+            return Err(Untrusted::Writable {
+                path: shown(),
+                mode: meta.mode() & 0o7777,
+            });
+        }
+        handle
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|source| Untrusted::Io {
+                path: shown(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Opens (creating, mode 0600) a lock file for writing without following a
+/// symlink, and checks it is a regular file of ours.
+pub fn open_lock_file(path: &Path) -> Result<File, Untrusted> {
+    let shown = || path.display().to_string();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| match source.raw_os_error() {
+            Some(libc::ELOOP) => Untrusted::Symlink { path: shown() },
+            _ => Untrusted::Io {
+                path: shown(),
+                source,
+            },
+        })?;
+    let meta = file.metadata().map_err(|source| Untrusted::Io {
+        path: shown(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::Kind {
+            path: shown(),
+            want: "regular file",
+        });
+    }
+    check_owner(path, &meta)?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +305,77 @@ mod tests {
         write_atomic(&p, b"new", 0o600).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "root only");
         assert!(fs::symlink_metadata(&p).unwrap().file_type().is_file());
+    }
+}
+
+#[cfg(test)]
+mod trust_tests {
+    use super::*;
+
+    #[test]
+    fn planted_files_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::write(&real, "x").unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_trusted(&real, 10).is_ok());
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let e = read_trusted(&link, 10).unwrap_err();
+        assert!(matches!(e, Untrusted::Symlink { .. }), "{e}");
+
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_trusted(&fifo, 10).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+
+        let wide = dir.path().join("wide");
+        fs::write(&wide, "x").unwrap();
+        fs::set_permissions(&wide, fs::Permissions::from_mode(0o666)).unwrap();
+        let e = read_trusted(&wide, 10).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("writable by group or others (mode 666)"),
+            "{e}"
+        );
+
+        assert!(read_trusted(&dir.path().join("none"), 10)
+            .unwrap_err()
+            .is_missing());
+    }
+
+    #[test]
+    fn directories_of_ours_are_narrowed_symlinks_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a/b");
+        trusted_dir(&d, 0o700).unwrap();
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+        trusted_dir(&d, 0o700).unwrap();
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.path().join("cache");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = trusted_dir(&link, 0o700).unwrap_err();
+        assert!(matches!(e, Untrusted::Symlink { .. }), "{e}");
+        assert_eq!(
+            fs::metadata(&target).unwrap().mode() & 0o777,
+            0o755,
+            "target untouched"
+        );
+
+        let lock_link = dir.path().join("k.lock");
+        std::os::unix::fs::symlink(dir.path().join("created-by-follow"), &lock_link).unwrap();
+        assert!(matches!(
+            open_lock_file(&lock_link),
+            Err(Untrusted::Symlink { .. })
+        ));
+        assert!(!dir.path().join("created-by-follow").exists());
     }
 }

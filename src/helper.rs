@@ -142,17 +142,24 @@ pub fn run(
         };
     match result {
         Ok(()) => 0,
+        // Messages may quote what came in on stdin: one line each, control
+        // characters escaped, so no input can forge a line of the log.
         Err(HelperError::NotFound { reason }) => {
             let _ = writeln!(out, "{NOT_FOUND}");
-            let _ = writeln!(err, "ecr-auth: {reason}");
+            let _ = writeln!(err, "ecr-auth: {}", one_line(&reason));
             1
         }
         Err(HelperError::Failed(message)) => {
+            let message = one_line(&message);
             let _ = writeln!(out, "{message}");
             let _ = writeln!(err, "{message}");
             1
         }
     }
+}
+
+fn one_line(text: &str) -> String {
+    String::from_utf8_lossy(&crate::logging::escape_controls(text.as_bytes())).into_owned()
 }
 
 fn read_stdin(stdin: &mut dyn Read) -> Result<String, HelperError> {
@@ -221,7 +228,7 @@ fn store(
         let _ = writeln!(
             err,
             "ecr-auth: not storing credentials for {}: ECR tokens are fetched from AWS on demand",
-            creds.server_url.trim()
+            one_line(creds.server_url.trim())
         );
         return Ok(());
     }
@@ -271,7 +278,8 @@ mod tests {
                 .into()),
                 "broken.example" => Err(TokenError::Aws {
                     what: "getting".into(),
-                    message: "AccessDenied".into(),
+                    cause: "AccessDenied".into(),
+                    advice: "fix it".into(),
                 }
                 .into()),
                 _ => Err(TokenError::NotEcr { host: url.into() }.into()),
@@ -346,6 +354,20 @@ mod tests {
         let (code, out, _) = call("store", b"{not json", false);
         assert_eq!(code, 1);
         assert!(out.contains("cannot parse the credentials"), "{out}");
+    }
+
+    #[test]
+    fn a_newline_in_a_server_url_cannot_forge_a_log_line() {
+        let json =
+            br#"{"ServerURL":"evil.example\nWARN ecr-auth: forged","Username":"u","Secret":"s"}"#;
+        let (code, out, err) = call("store", json, false);
+        assert_eq!(code, 1);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("evil.example\\nWARN ecr-auth: forged"),
+            "{err}"
+        );
     }
 
     #[test]

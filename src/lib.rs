@@ -12,6 +12,7 @@ pub mod duration;
 pub mod env;
 pub mod files;
 pub mod gitlab;
+pub mod hardening;
 pub mod helper;
 pub mod install;
 pub mod logging;

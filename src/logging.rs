@@ -7,7 +7,6 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::Mutex;
 
 use tracing::level_filters::LevelFilter;
 
@@ -52,21 +51,27 @@ pub fn init(env: &Env, format: Format) {
     let filter = Targets::new()
         .with_target("ecr_auth", level)
         .with_default(others);
-    let file = env.get("ECR_AUTH_LOG_FILE").and_then(|path| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .ok()
-    });
+    let file = env
+        .get("ECR_AUTH_LOG_FILE")
+        .and_then(|path| match open_log_file(path) {
+            Ok(f) => Some(std::sync::Arc::new(f)),
+            Err(e) => {
+                eprintln!("ecr-auth: not writing diagnostics to ECR_AUTH_LOG_FILE: {e}");
+                None
+            }
+        });
     let layer = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(false);
     let registry = tracing_subscriber::registry();
     let result = match (format, file) {
         (Format::Json, Some(f)) => registry
-            .with(layer.json().with_writer(Mutex::new(f)).with_filter(filter))
+            .with(
+                layer
+                    .json()
+                    .with_writer(move || SharedFile(f.clone()))
+                    .with_filter(filter),
+            )
             .try_init(),
         (Format::Json, None) => registry
             .with(
@@ -77,19 +82,104 @@ pub fn init(env: &Env, format: Format) {
             )
             .try_init(),
         (Format::Text, Some(f)) => registry
-            .with(layer.with_writer(Mutex::new(f)).with_filter(filter))
+            .with(
+                layer
+                    .with_writer(move || Escaped(SharedFile(f.clone())))
+                    .with_filter(filter),
+            )
             .try_init(),
         (Format::Text, None) => registry
             .with(
                 layer
                     .without_time()
-                    .with_writer(std::io::stderr)
+                    .with_writer(|| Escaped(std::io::stderr()))
                     .with_filter(filter),
             )
             .try_init(),
     };
     // A second init (tests, or a caller that set one up) keeps the first.
     let _ = result;
+}
+
+/// Opens the log file to append to it: never through a symlink, only a regular
+/// file of ours (or root's), narrowed to 0600 if it was wider.
+fn open_log_file(path: &str) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!("{path} is a symbolic link"),
+            _ => format!("cannot open {path}: {e}"),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect {path}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{path} is not a regular file"));
+    }
+    let me = crate::files::euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{path} is owned by uid {}, not by this user or root",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 && meta.uid() == me {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot narrow the mode of {path}: {e}"))?;
+    }
+    Ok(file)
+}
+
+/// The log file, shared by the writer handles the subscriber makes.
+struct SharedFile(std::sync::Arc<std::fs::File>);
+
+impl std::io::Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
+    }
+}
+
+/// Escapes control characters in a formatted log line (all but its final
+/// newline), so text that came from outside — a `ServerURL` on stdin, a host
+/// name, an error from a server — cannot forge a log line or a terminal
+/// sequence. The formatter writes each event with one `write_all`.
+struct Escaped<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Escaped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&escape_controls(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+pub(crate) fn escape_controls(buf: &[u8]) -> Vec<u8> {
+    let (body, end) = match buf.split_last() {
+        Some((b'\n', body)) => (body, &b"\n"[..]),
+        _ => (buf, &b""[..]),
+    };
+    let mut out = Vec::with_capacity(buf.len());
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.push(b'\t'),
+            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out.extend_from_slice(end);
+    out
 }
 
 /// A `Write` for diagnostics written line by line (the credential helper's
@@ -132,5 +222,37 @@ impl Drop for Diagnostics {
     fn drop(&mut self) {
         let n = self.pending.len();
         self.emit(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_cannot_forge_lines() {
+        assert_eq!(
+            escape_controls(b"store for evil\nWARN forged\x1b[31m\n"),
+            b"store for evil\\nWARN forged\\x1b[31m\n".to_vec()
+        );
+        assert_eq!(escape_controls(b"plain"), b"plain".to_vec());
+        assert_eq!(escape_controls(b"tab\tok\r\n"), b"tab\tok\\r\n".to_vec());
+    }
+
+    #[test]
+    fn the_log_file_is_never_followed_and_narrowed_to_0600() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root only\n").unwrap();
+        let link = dir.path().join("log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = open_log_file(link.to_str().unwrap()).unwrap_err();
+        assert!(e.ends_with("is a symbolic link"), "{e}");
+        let wide = dir.path().join("wide.log");
+        std::fs::write(&wide, "").unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_log_file(wide.to_str().unwrap()).unwrap();
+        assert_eq!(std::fs::metadata(&wide).unwrap().mode() & 0o777, 0o600);
     }
 }

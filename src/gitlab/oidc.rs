@@ -7,17 +7,11 @@
 
 use std::time::Duration;
 
-use aws_config::timeout::TimeoutConfig;
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
-use aws_smithy_types::error::display::DisplayErrorContext;
-use aws_types::region::Region;
 use base64::Engine;
 
 use crate::config::Config;
 use crate::env::Env;
 use crate::secret::Secret;
-use crate::tokens::aws::AwsFetcher;
 use crate::tokens::Tokens;
 
 pub const DEFAULT_TOKEN_VAR: &str = "GITLAB_OIDC_TOKEN";
@@ -165,90 +159,17 @@ pub fn role_tokens(
         duration_secs: login.duration_secs,
         region: login.sts_region.clone(),
     };
-    let creds = assume_role(&exchange)?;
-    // Keys the in-process grouping of requests by this session's identity
-    // (there is no cache here), without reading any AWS profile files.
-    let mut env = env.clone();
-    env.set("AWS_ACCESS_KEY_ID", creds.access_key_id());
-    let tokens = Tokens::builder(env, config)
+    let tokens = Tokens::builder(env.clone(), config)
         .cache(None)
-        .fetcher(Box::new(AwsFetcher::with_credentials(creds)))
+        .web_identity(crate::tokens::WebIdentity {
+            role_arn: exchange.role_arn.clone(),
+            token: exchange.token.clone(),
+            session_name: exchange.session_name.clone(),
+            duration_secs: exchange.duration_secs,
+            sts_region: exchange.region.clone(),
+        })
         .build();
     Ok((tokens, exchange.session_name))
-}
-
-/// Calls STS (honouring `AWS_ENDPOINT_URL`/`AWS_ENDPOINT_URL_STS`). Blocking.
-pub fn assume_role(ex: &Exchange) -> Result<Credentials, OidcError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| OidcError::Runtime(e.to_string()))?;
-    rt.block_on(assume_role_async(ex))
-}
-
-pub async fn assume_role_async(ex: &Exchange) -> Result<Credentials, OidcError> {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(20))
-        .operation_timeout(Duration::from_secs(60))
-        .build();
-    // The call is unsigned: the web identity token is the credential.
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(ex.region.clone()))
-        .timeout_config(timeouts)
-        .no_credentials()
-        .load()
-        .await;
-    let out = aws_sdk_sts::Client::new(&config)
-        .assume_role_with_web_identity()
-        .role_arn(&ex.role_arn)
-        .role_session_name(&ex.session_name)
-        .web_identity_token(ex.token.expose())
-        .duration_seconds(ex.duration_secs as i32)
-        .send()
-        .await
-        .map_err(|e| {
-            if matches!(
-                e,
-                aws_sdk_sts::error::SdkError::DispatchFailure(_)
-                    | aws_sdk_sts::error::SdkError::TimeoutError(_)
-            ) {
-                return OidcError::Unreachable(DisplayErrorContext(&e).to_string());
-            }
-            let code = e
-                .as_service_error()
-                .and_then(|s| aws_sdk_sts::error::ProvideErrorMetadata::code(s))
-                .unwrap_or("")
-                .to_string();
-            OidcError::Sts {
-                role: ex.role_arn.clone(),
-                message: DisplayErrorContext(&e).to_string(),
-                hint: hint(&code),
-            }
-        })?;
-    let c = out.credentials.ok_or_else(|| OidcError::Sts {
-        role: ex.role_arn.clone(),
-        message: "the answer carried no credentials".into(),
-        hint: "",
-    })?;
-    let expiry = std::time::SystemTime::try_from(c.expiration).ok();
-    Ok(Credentials::new(
-        c.access_key_id,
-        c.secret_access_key,
-        Some(c.session_token),
-        expiry,
-        "AssumeRoleWithWebIdentity",
-    ))
-}
-
-fn hint(code: &str) -> &'static str {
-    match code {
-        "AccessDenied" | "AccessDeniedException" => "Check the role's trust policy: it must trust the GitLab OIDC provider (gitlab.com or your instance) and allow this token's `aud` and `sub` (project_path:GROUP/PROJECT:ref_type:branch:ref:BRANCH)",
-        "InvalidIdentityToken" | "IDPRejectedClaim" => "Check that an IAM OIDC identity provider exists for your GitLab URL, with the same audience as the job's `id_tokens: aud:`",
-        "ExpiredTokenException" | "ExpiredToken" => "The OIDC token expired: run this in the job that received it",
-        "ValidationError" => "Check --role-arn and --duration (at most the role's maximum session duration)",
-        _ => "Check --role-arn, the role's trust policy for the GitLab OIDC provider, and the job's `id_tokens:` audience",
-    }
 }
 
 #[cfg(test)]

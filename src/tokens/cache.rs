@@ -3,15 +3,26 @@
 //!
 //! A `.lock` file beside each entry serialises cold fetches, so N concurrent
 //! helpers that all miss make one AWS call between them.
+//!
+//! Nothing here trusts what another user could have planted (the helper often
+//! runs as root): the directory must be ours or root's and not writable by
+//! others, entries and locks are opened without following symlinks and must be
+//! regular files of ours (see `crate::files`). Otherwise the helper works without
+//! the cache and says why, once.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::env::Env;
+use crate::files::{self, Untrusted};
+
+/// A cache entry is a few KB; anything larger is not ours.
+const ENTRY_LIMIT: u64 = 64 * 1024;
 
 /// Bumped when the format changes incompatibly; other versions are ignored.
 pub const FORMAT_VERSION: u32 = 1;
@@ -61,6 +72,8 @@ impl CachedToken {
 #[derive(Clone, Debug)]
 pub struct Cache {
     dir: PathBuf,
+    /// The directory check, done once per process: `Err` holds why it is not used.
+    usable: Arc<OnceLock<Result<(), String>>>,
 }
 
 /// Held while a cold fetch runs; dropping it releases the lock.
@@ -79,11 +92,44 @@ impl Cache {
             .get("ECR_AUTH_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| env.cache_home().map(|d| d.join("ecr-auth")))?;
-        Some(Cache { dir })
+        Some(Cache::at(dir))
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Cache {
-        Cache { dir: dir.into() }
+        Cache {
+            dir: dir.into(),
+            usable: Arc::default(),
+        }
+    }
+
+    /// Whether the directory may be used; says why not, once.
+    fn usable(&self) -> Result<(), String> {
+        self.usable
+            .get_or_init(|| {
+                files::trusted_dir(&self.dir, 0o700).map_err(|e| {
+                    let reason = format!("not using the token cache: {e}");
+                    tracing::warn!("{reason}");
+                    reason
+                })
+            })
+            .clone()
+    }
+
+    /// False when the directory is not ours to trust (already said, once).
+    pub fn is_usable(&self) -> bool {
+        self.usable().is_ok()
+    }
+
+    /// Reads one file of the cache, or says why it is ignored.
+    fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        match files::read_trusted(path, ENTRY_LIMIT) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.is_missing() => None,
+            Err(e) => {
+                tracing::warn!("ignoring a token cache entry: {e}");
+                None
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -97,7 +143,8 @@ impl Cache {
     /// The entry for `key`, if there is a readable one of our format. Garbage,
     /// another version or a file written under another key reads as "none".
     pub fn load(&self, key: &str) -> Option<CachedToken> {
-        let bytes = fs::read(self.entry_path(key)).ok()?;
+        self.usable().ok()?;
+        let bytes = self.read(&self.entry_path(key))?;
         let entry = parse_entry(&bytes)?;
         if entry.key != key {
             tracing::debug!(key, "ignoring a cache entry written under another key");
@@ -108,62 +155,60 @@ impl Cache {
 
     /// Every readable entry (for `list`); never touches the network.
     pub fn entries(&self) -> Vec<CachedToken> {
+        if self.usable().is_err() {
+            return Vec::new();
+        }
         let Ok(dir) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         let mut out: Vec<CachedToken> = dir
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-            .filter_map(|e| parse_entry(&fs::read(e.path()).ok()?))
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".json") && !name.starts_with('.')
+            })
+            .filter_map(|e| parse_entry(&self.read(&e.path())?))
             .collect();
         out.sort_by(|a, b| a.scope.cmp(&b.scope).then(a.key.cmp(&b.key)));
         out
     }
 
-    /// Writes the entry atomically: a 0600 temporary file in the same directory,
-    /// renamed over the old one, so readers see the old or the new entry, whole.
+    /// Writes the entry atomically (see `crate::files`): readers see the old or
+    /// the new entry, whole, and it is never readable by others.
     pub fn store(&self, entry: &CachedToken) -> io::Result<()> {
-        self.ensure_dir()?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(&self.dir)?;
-        serde_json::to_writer(&mut tmp, entry).map_err(io::Error::other)?;
-        tmp.as_file_mut().flush()?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(self.entry_path(&entry.key))
-            .map_err(|e| e.error)?;
-        Ok(())
+        self.usable().map_err(io::Error::other)?;
+        let json = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        files::write_atomic(&self.entry_path(&entry.key), &json, 0o600)
     }
 
-    /// Takes the exclusive lock for `key`, waiting for another process holding it.
-    pub fn lock(&self, key: &str) -> io::Result<CacheLock> {
-        self.ensure_dir()?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(self.dir.join(format!("{key}.lock")))?;
-        file.lock()?;
-        Ok(CacheLock { _file: file })
-    }
-
-    fn ensure_dir(&self) -> io::Result<()> {
-        match fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-        {
-            Ok(()) => {}
-            Err(e) => return Err(e),
+    /// Takes the exclusive lock for `key`, waiting at most `wait` for another
+    /// process holding it (then the caller fetches without it: a hung fetch of
+    /// another helper must not hang this one).
+    pub fn lock(&self, key: &str, wait: Duration) -> io::Result<CacheLock> {
+        self.usable().map_err(io::Error::other)?;
+        let path = self.dir.join(format!("{key}.lock"));
+        let file = files::open_lock_file(&path).map_err(|e: Untrusted| io::Error::other(e))?;
+        let until = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(CacheLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(fs::TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another ecr-auth has held {} for more than {}",
+                            path.display(),
+                            humantime::format_duration(wait)
+                        ),
+                    ))
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
-        // A directory made by someone else with a wider mode: tighten it if ours.
-        let meta = fs::metadata(&self.dir)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(())
     }
 }
 

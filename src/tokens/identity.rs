@@ -95,6 +95,43 @@ fn feed_identity(h: &mut Sha256, env: &Env, creds: &CredentialSource) {
     }
 }
 
+/// The credential source a fetch will use, by name (never a secret): for
+/// messages. Mirrors the order of the chain, as the cache key does.
+pub fn describe_source(env: &Env, base: Option<&WebIdentity>, creds: &CredentialSource) -> String {
+    let base_name = if let Some(w) = base {
+        format!("GitLab OIDC web identity for {}", w.role_arn)
+    } else if let Some(p) = &creds.profile {
+        format!("profile {p:?} of the shared AWS config files")
+    } else if let Some(akid) = env.get("AWS_ACCESS_KEY_ID") {
+        let tail: String = akid
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("environment variables (AWS_ACCESS_KEY_ID ending in {tail})")
+    } else if let Some(p) = env
+        .get("AWS_PROFILE")
+        .or_else(|| env.get("AWS_DEFAULT_PROFILE"))
+    {
+        format!("profile {p:?} (AWS_PROFILE)")
+    } else if env.get("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE)".to_string()
+    } else if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
+        || env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some()
+    {
+        "ECS/EKS container credentials".to_string()
+    } else {
+        "the AWS default chain (default profile, then instance metadata)".to_string()
+    };
+    match &creds.role_arn {
+        Some(role) => format!("role {role} assumed with {base_name}"),
+        None => base_name,
+    }
+}
+
 /// The shared config and credentials files: editing either changes the key.
 fn feed_profile_files(h: &mut Sha256, env: &Env) {
     for path in profile_files(env) {

@@ -84,16 +84,20 @@ pub enum TokenError {
     BadHost(#[from] RegistryError),
     #[error("no AWS credentials found; tried {tried}. Set AWS credentials for this user, or map the registry to a profile or role in the ecr-auth config file")]
     NoCredentials { tried: String },
-    #[error("AWS failed while {what}: {message}")]
-    Aws { what: String, message: String },
+    /// AWS (or the credential lookup) failed: what was being done (operation,
+    /// endpoint, region, credential source by name), why, and what to do.
+    #[error("{what} failed: {cause}. {advice}")]
+    Aws {
+        what: String,
+        cause: String,
+        advice: String,
+    },
     #[error("the cached ECR token for {scope} expired at {expired} and AWS failed: {cause}")]
     Expired {
         scope: String,
         expired: String,
         cause: Box<TokenError>,
     },
-    #[error("{0}")]
-    Config(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -102,9 +106,12 @@ impl TokenError {
     /// Errors that mean "this helper has nothing for you" rather than "broken":
     /// clients fall back to anonymous pulls and other credential sources.
     pub fn is_not_found(&self) -> bool {
+        // A string that is not a host name at all is as foreign as another
+        // registry: gitlab-runner drops the whole DOCKER_AUTH_CONFIG on any other
+        // answer.
         matches!(
             self,
-            TokenError::NotEcr { .. } | TokenError::NoCredentials { .. }
+            TokenError::NotEcr { .. } | TokenError::NoCredentials { .. } | TokenError::BadHost(_)
         )
     }
 }
@@ -420,8 +427,8 @@ impl Tokens {
         let mut _locks = Vec::new();
         {
             for slot in slots.values_mut().filter(|s| s.result.is_none()) {
-                if let Some(cache) = &self.cache {
-                    match cache.lock(&slot.request.key) {
+                if let Some(cache) = self.cache.as_ref().filter(|c| c.is_usable()) {
+                    match cache.lock(&slot.request.key, self.limits.cold_deadline) {
                         Ok(lock) => _locks.push(lock),
                         Err(e) => tracing::warn!(
                             "cannot lock the token cache in {}: {e}; fetching without it",
@@ -533,7 +540,7 @@ impl Tokens {
                     if let Some(m) = &self.memory {
                         m.put(&entry);
                     }
-                    if let Some(cache) = &self.cache {
+                    if let Some(cache) = self.cache.as_ref().filter(|c| c.is_usable()) {
                         if let Err(e) = cache.store(&entry) {
                             tracing::warn!(
                                 "cannot write the token cache in {}: {e}",
@@ -562,6 +569,23 @@ impl Tokens {
                 None => Err(e),
             },
         }
+    }
+
+    /// Who AWS thinks the credentials for `registry` are, and AWS's clock
+    /// (STS GetCallerIdentity), within the cold deadline. For `doctor`. Blocking.
+    pub fn caller_identity(&self, registry: &Resolved) -> Result<aws::CallerIdentity, TokenError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TokenError::Internal(format!("cannot start the async runtime: {e}")))?;
+        let out = runtime.block_on(aws::caller_identity(
+            &self.env,
+            self.base.as_ref(),
+            &registry.creds,
+            self.limits.cold_deadline,
+        ));
+        runtime.shutdown_background();
+        out
     }
 
     /// The entry for `key`: memory first, then the file cache.

@@ -15,15 +15,20 @@ struct Scripted {
     fail: Arc<Mutex<Option<TokenError>>>,
     ttl: i64,
     clock: Arc<ManualClock>,
+    deadlines: Arc<Mutex<Vec<Duration>>>,
+    /// Holds each fetch this long (to overlap concurrent callers).
+    delay: Duration,
 }
 
 impl Fetch for Scripted {
     fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
         requests
             .iter()
             .map(|r| {
                 self.requests.lock().unwrap().push(r.target.scope());
+                self.deadlines.lock().unwrap().push(r.deadline);
                 if let Some(e) = self.fail.lock().unwrap().clone() {
                     return Err(e);
                 }
@@ -106,7 +111,8 @@ fn refresh_at_half_life_and_fall_back_while_valid() {
     f.clock.advance(30_000);
     *f.fail.lock().unwrap() = Some(TokenError::Aws {
         what: "x".into(),
-        message: "down".into(),
+        cause: "down".into(),
+        advice: "wait".into(),
     });
     let stale = tokens.get(A).unwrap();
     assert_eq!(stale.origin, Origin::StaleCache);
@@ -153,4 +159,121 @@ fn known_hosts_come_from_config_and_cache_only() {
     assert!(tokens.known_hosts().is_empty());
     tokens.get(A).unwrap();
     assert_eq!(tokens.known_hosts(), vec![A.to_string()]);
+}
+
+fn limits() -> Limits {
+    Limits {
+        refresh_budget: Duration::from_secs(2),
+        cold_deadline: Duration::from_secs(10),
+    }
+}
+
+#[test]
+fn a_refresh_of_a_valid_token_gets_the_short_budget_a_cold_fetch_the_deadline() {
+    let (_tmp, tokens, f) = setup(43200);
+    assert_eq!(tokens.limits(), Limits::from_env(&Env::default()));
+    tokens.get(A).unwrap();
+    // past half-life, still valid: a refresh, within the budget
+    f.clock.advance(30_000);
+    tokens.get(A).unwrap();
+    // expired: cold again
+    f.clock.advance(50_000);
+    tokens.get(A).unwrap();
+    assert_eq!(
+        *f.deadlines.lock().unwrap(),
+        [
+            limits().cold_deadline,
+            limits().refresh_budget,
+            limits().cold_deadline
+        ]
+    );
+}
+
+#[test]
+fn limits_come_from_the_environment_and_bad_values_keep_the_defaults() {
+    let env = Env::from_pairs([
+        ("ECR_AUTH_TIMEOUT", "30s"),
+        ("ECR_AUTH_REFRESH_TIMEOUT", "500ms"),
+    ]);
+    assert_eq!(
+        Limits::from_env(&env),
+        Limits {
+            refresh_budget: Duration::from_millis(500),
+            cold_deadline: Duration::from_secs(30)
+        }
+    );
+    let env = Env::from_pairs([
+        ("ECR_AUTH_TIMEOUT", "soon"),
+        ("ECR_AUTH_REFRESH_TIMEOUT", "0"),
+    ]);
+    assert_eq!(Limits::from_env(&env), limits());
+}
+
+#[test]
+fn in_memory_single_flight_makes_one_call_for_concurrent_callers() {
+    let clock = ManualClock::new(1_000_000);
+    let fetcher = Scripted {
+        ttl: 43200,
+        clock: clock.clone(),
+        delay: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let tokens = Arc::new(
+        Tokens::builder(
+            Env::from_pairs([
+                ("HOME", "/nonexistent"),
+                ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ]),
+            Config::default(),
+        )
+        .cache(None)
+        .in_memory()
+        .fetcher(Box::new(fetcher.clone()))
+        .clock(clock.clone())
+        .build(),
+    );
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let t = tokens.clone();
+            std::thread::spawn(move || t.get(A).unwrap().password.expose().clone())
+        })
+        .collect();
+    let passwords: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(fetcher.calls.load(Ordering::SeqCst), 1, "one flight");
+    assert!(
+        passwords.iter().all(|p| p == &passwords[0]),
+        "{passwords:?}"
+    );
+    // Warm from memory with no file cache at all; due again at half-life.
+    assert_eq!(tokens.get(A).unwrap().origin, Origin::Cache);
+    clock.advance(21_600);
+    assert_eq!(tokens.get(A).unwrap().origin, Origin::Aws);
+    assert_eq!(fetcher.calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn the_web_identity_is_part_of_the_cache_key() {
+    let env = Env::from_pairs([("HOME", "/nonexistent")]);
+    let target = crate::registry::Target::private("111111111111", "eu-west-1", false).unwrap();
+    let web = |token: &str| WebIdentity {
+        role_arn: "arn:aws:iam::111111111111:role/ci".into(),
+        token: Secret::new(token.into()),
+        session_name: "s".into(),
+        duration_secs: 3600,
+        sts_region: "us-east-1".into(),
+    };
+    let none = CredentialSource::default();
+    let chain = identity::cache_key(&env, None, &none, &target);
+    let a = identity::cache_key(&env, Some(&web("jwt-a")), &none, &target);
+    let b = identity::cache_key(&env, Some(&web("jwt-b")), &none, &target);
+    assert_ne!(chain, a);
+    assert_ne!(a, b);
+    let described = identity::describe_source(&env, Some(&web("jwt-a")), &none);
+    assert_eq!(
+        described,
+        "GitLab OIDC web identity for arn:aws:iam::111111111111:role/ci"
+    );
+    let keyed = Env::from_pairs([("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKL9876")]);
+    let d = identity::describe_source(&keyed, None, &none);
+    assert!(d.ends_with("ending in 9876)") && !d.contains("AKIA"), "{d}");
 }

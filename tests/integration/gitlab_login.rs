@@ -333,7 +333,9 @@ fn refusals_are_explained_and_write_nothing() {
         ROLE,
     );
     assert!(
-        e.contains(&format!("STS refused AssumeRoleWithWebIdentity for {ROLE}"))
+        e.contains(&format!(
+            "exchanging the job's OIDC token for role {ROLE} (STS AssumeRoleWithWebIdentity at"
+        )) && e.contains("AWS answered InvalidAction")
             && e.contains("trust policy"),
         "{e}"
     );

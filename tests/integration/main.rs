@@ -16,6 +16,7 @@ mod gitlab_sync_variable;
 mod helper_e2e;
 mod lab_smoke;
 mod release;
+mod security;
 mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;

@@ -19,6 +19,41 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+const TMP_SUFFIX: &str = ".ecr-auth-tmp";
+
+/// Removes temporary files that a writer of `name` killed mid-write left in
+/// `dir` (`.NAME.PID.RANDOM.ecr-auth-tmp` of a process that no longer exists).
+/// Readers never read them: they only open real names.
+fn sweep_leftovers(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let file = e.file_name();
+        let Some(rest) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(TMP_SUFFIX))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let gone = pid != std::process::id() as i32
+            && unsafe { libc::kill(pid, 0) } == -1
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let ours = e
+            .metadata()
+            .is_ok_and(|m| m.uid() == euid() && m.file_type().is_file());
+        if gone && ours {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Who owns the new file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
@@ -49,9 +84,10 @@ pub fn replace(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    sweep_leftovers(dir, &name);
     let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".ecr-auth-tmp")
+        .prefix(&format!(".{name}.{}.", std::process::id()))
+        .suffix(TMP_SUFFIX)
         .permissions(fs::Permissions::from_mode(mode & 0o7777))
         .tempfile_in(dir)?;
     let file = tmp.as_file_mut();
@@ -293,6 +329,30 @@ mod tests {
         assert_eq!(e.to_string(), "disk full");
         assert_eq!(fs::read_to_string(&p).unwrap(), "old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftovers_of_a_dead_writer_are_swept_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        // pid 0x7ffffffe does not exist; our own pid's leftovers are in flight.
+        let dead = dir
+            .path()
+            .join(".config.toml.2147483646.Ab3dE.ecr-auth-tmp");
+        let live = dir.path().join(format!(
+            ".config.toml.{}.Zz9.ecr-auth-tmp",
+            std::process::id()
+        ));
+        let other = dir.path().join(".other.2147483646.x.ecr-auth-tmp");
+        for f in [&dead, &live, &other] {
+            fs::write(f, "half").unwrap();
+        }
+        write_atomic(&p, b"new", 0o600).unwrap();
+        assert!(!dead.exists(), "a dead writer's leftover is removed");
+        assert!(
+            live.exists() && other.exists(),
+            "in-flight and other files stay"
+        );
     }
 
     #[test]

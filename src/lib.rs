@@ -11,6 +11,8 @@ pub mod dockercfg;
 pub mod duration;
 pub mod env;
 pub mod files;
+#[cfg(test)]
+mod fuzzing;
 pub mod gitlab;
 pub mod hardening;
 pub mod helper;

@@ -7,6 +7,7 @@ mod swarm_support;
 mod arm64;
 mod configure_docker;
 mod configure_gitlab_runner;
+mod crash;
 mod gitlab_auth_config;
 mod gitlab_examples;
 mod gitlab_login;

@@ -23,17 +23,30 @@ the same until a *rotation*; every issued token has expiresAt = now + ttl.
          each GetAuthorizationToken call.
 
 Control endpoints (JSON, for tests):
-  GET  /_lab/calls     -> {"calls": N, "issued": M, "by_region": {"eu-west-1": n, ...},
+  GET  /_lab/calls     -> {"calls": N, "issued": M, "throttled": T, "held": H,
+                           "by_region": {"eu-west-1": n, ...},
                            "callers": [access key id of each call, in order],
                            "assumed_roles": [role ARN of each AssumeRole call, in order]}
-                          calls counts every GetAuthorizationToken request (failed ones too)
+                          calls counts every GetAuthorizationToken request (failed, throttled
+                          and held ones too)
   GET  /_lab/config    -> the current config
   POST /_lab/config    <- any of {"ttl_seconds": int, "fail": null|"unavailable"|"denied",
-                                  "delay_ms": int, "rotate_on_issue": bool}
+                                  "delay_ms": int, "rotate_on_issue": bool,
+                                  "throttle": int, "black_hole": bool, "fips": bool}
   POST /_lab/rotate    -> {"password": <new password>}
   GET  /_lab/password  -> {"password": <current password>}
   POST /_lab/reset     -> zero the call counters
   GET  /_lab/health    -> {"ok": true}
+
+Modes (all off by default; the control endpoints keep answering in every mode):
+  throttle N    the next N GetAuthorizationToken calls answer HTTP 400 ThrottlingException
+                (JSON protocol `__type`), then calls succeed again; "throttled" counts them.
+                A large N throttles "forever".
+  black_hole    a black-holed AWS: GetAuthorizationToken requests are accepted and read,
+                counted ("calls", "held") and then never answered; the connection is held
+                open until the server stops. Turning it off only affects later requests.
+  fips          proxyEndpoint names the FIPS registry host (dkr.ecr-fips), as ECR's FIPS
+                endpoint does; used with a client whose explicit endpoint is this server.
 
 With --htpasswd FILE the server (re)writes FILE atomically with user AWS and the current
 password at start and on every rotation, so a docker-registry (CNCF distribution 2.8,
@@ -84,9 +97,22 @@ class State:
         self.lock = threading.Lock()
         self.account = account
         self.htpasswd = htpasswd
-        self.config = {"ttl_seconds": ttl, "fail": None, "delay_ms": 0, "rotate_on_issue": False}
+        self.config = {
+            "ttl_seconds": ttl,
+            "fail": None,
+            "delay_ms": 0,
+            "rotate_on_issue": False,
+            "throttle": 0,
+            "black_hole": False,
+            "fips": False,
+            "date_offset_s": 0,
+        }
+        # Set when the server stops: releases the requests a black hole holds.
+        self.stopping = threading.Event()
         self.calls = 0
         self.issued = 0
+        self.throttled = 0
+        self.held = 0
         self.by_region = {}
         self.callers = []
         self.assumed_roles = []
@@ -129,22 +155,37 @@ class State:
             "fail": (type(None), str),
             "delay_ms": int,
             "rotate_on_issue": bool,
+            "throttle": int,
+            "black_hole": bool,
+            "fips": bool,
+            "date_offset_s": int,
         }
         for key, value in changes.items():
             if key not in allowed or not isinstance(value, allowed[key]):
                 raise ValueError("bad config field %r=%r" % (key, value))
             if key == "fail" and value not in (None, "unavailable", "denied"):
                 raise ValueError("fail must be null, 'unavailable' or 'denied'")
+            if key in ("throttle", "delay_ms", "ttl_seconds") and (isinstance(value, bool) or value < 0):
+                raise ValueError("%s must be a number >= 0" % key)
         with self.lock:
             self.config.update(changes)
             return dict(self.config)
 
     def count(self, region, caller):
+        """Counts one GetAuthorizationToken call; returns the config and what to do with
+        the call: "hold" (black hole), "throttle" (one of the N throttled) or "answer"."""
         with self.lock:
             self.calls += 1
             self.callers.append(caller)
             self.by_region[region] = self.by_region.get(region, 0) + 1
-            return dict(self.config)
+            if self.config["black_hole"]:
+                self.held += 1
+                return dict(self.config), "hold"
+            if self.config["throttle"] > 0:
+                self.config["throttle"] -= 1
+                self.throttled += 1
+                return dict(self.config), "throttle"
+            return dict(self.config), "answer"
 
     def issue(self, rotate_first):
         if rotate_first:
@@ -159,6 +200,8 @@ class State:
             return {
                 "calls": self.calls,
                 "issued": self.issued,
+                "throttled": self.throttled,
+                "held": self.held,
                 "by_region": dict(self.by_region),
                 "callers": list(self.callers),
                 "assumed_roles": list(self.assumed_roles),
@@ -168,6 +211,8 @@ class State:
         with self.lock:
             self.calls = 0
             self.issued = 0
+            self.throttled = 0
+            self.held = 0
             self.by_region = {}
             self.callers = []
             self.assumed_roles = []
@@ -177,6 +222,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ecr-auth-lab-token-server"
     state = None  # set in main()
+
+    def date_time_string(self, timestamp=None):
+        # The `Date` header, shifted by `date_offset_s`: a server whose clock is
+        # off, to test clock-skew diagnosis.
+        # No lock: callers hold it while answering, and a dict read is atomic.
+        offset = self.state.config.get("date_offset_s", 0)
+        return super().date_time_string((timestamp or time.time()) + offset)
 
     def log_message(self, fmt, *args):
         sys.stderr.write("%s %s\n" % (time.strftime("%H:%M:%S"), fmt % args))
@@ -258,7 +310,15 @@ class Handler(BaseHTTPRequestHandler):
         match = SCOPE_RE.search(self.headers.get("Authorization", ""))
         region = match.group(1) if match else "us-east-1"
         caller = CALLER_RE.search(self.headers.get("Authorization", ""))
-        config = self.state.count(region, caller.group(1) if caller else "")
+        config, action = self.state.count(region, caller.group(1) if caller else "")
+        if action == "hold":
+            # Never answer: hold the connection until the server stops, then drop it.
+            self.state.stopping.wait()
+            self.close_connection = True
+            return
+        if action == "throttle":
+            self._aws_error(400, "ThrottlingException", "lab token server: Rate exceeded")
+            return
         if config["delay_ms"]:
             time.sleep(config["delay_ms"] / 1000.0)
         if config["fail"] == "unavailable":
@@ -276,7 +336,8 @@ class Handler(BaseHTTPRequestHandler):
         if target == ECR_PUBLIC_TARGET:
             data = {"authorizationData": {"authorizationToken": token, "expiresAt": expires_at}}
         else:
-            endpoint = "https://%s.dkr.ecr.%s.amazonaws.com" % (self.state.account, region)
+            dkr = "dkr.ecr-fips" if config["fips"] else "dkr.ecr"
+            endpoint = "https://%s.%s.%s.amazonaws.com" % (self.state.account, dkr, region)
             data = {
                 "authorizationData": [
                     {"authorizationToken": token, "expiresAt": expires_at, "proxyEndpoint": endpoint}
@@ -288,9 +349,21 @@ class Handler(BaseHTTPRequestHandler):
     def _sts(self, body):
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         action = form.get("Action", [""])[0]
+        if action == "GetCallerIdentity":
+            caller = CALLER_RE.search(self.headers.get("Authorization", ""))
+            akid = caller.group(1) if caller else ""
+            arn = "arn:aws:iam::%s:user/lab-%s" % (self.state.account, akid[-4:])
+            self._send_xml(
+                200,
+                '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+                "<GetCallerIdentityResult><Arn>%s</Arn><UserId>AIDALAB</UserId><Account>%s</Account>"
+                "</GetCallerIdentityResult><ResponseMetadata><RequestId>lab</RequestId>"
+                "</ResponseMetadata></GetCallerIdentityResponse>" % (arn, self.state.account),
+            )
+            return
         if action != "AssumeRole":
             self._send_xml(400, "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>"
-                           "<Message>lab token server: only AssumeRole</Message></Error></ErrorResponse>")
+                           "<Message>lab token server: only AssumeRole and GetCallerIdentity</Message></Error></ErrorResponse>")
             return
         role = form.get("RoleArn", [""])[0]
         session = form.get("RoleSessionName", ["lab"])[0]
@@ -333,6 +406,7 @@ def main():
     print("PORT %d" % server.server_address[1], flush=True)
 
     def stop(signum, frame):
+        Handler.state.stopping.set()
         # shutdown() waits for serve_forever() to return, so it must not run on this thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
 

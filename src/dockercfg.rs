@@ -9,8 +9,7 @@
 //! indented (a file users read).
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -282,35 +281,19 @@ impl Wiring {
     }
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same
-/// directory, `mode` set before any byte is written, then renamed over `path`.
-/// A reader never sees half a file, and a secret is never world-readable.
+/// Writes `contents` to `path` atomically with `mode` ([`crate::files::write_atomic`]),
+/// naming the path in the error.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), DockerConfigError> {
-    let err = |source: io::Error| DockerConfigError::Write {
+    crate::files::write_atomic(path, contents, mode).map_err(|source| DockerConfigError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ecr-auth-")
-        .suffix(".tmp")
-        .permissions(fs::Permissions::from_mode(mode))
-        .tempfile_in(dir)
-        .map_err(err)?;
-    // The umask may have narrowed the mode; set it exactly.
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(err)?;
-    tmp.write_all(contents).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn keeps_every_other_key_in_order() {

@@ -3,14 +3,14 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The names the binary answers to as a Docker credential helper.
-pub const HELPER_NAMES: &[&str] = &["docker-credential-ecr-login", "docker-credential-ecr-auth"];
+pub(crate) const HELPER_NAMES: &[&str] =
+    &["docker-credential-ecr-login", "docker-credential-ecr-auth"];
 
 #[derive(Debug, thiserror::Error)]
-pub enum InstallError {
+pub(crate) enum InstallError {
     #[error("cannot find this program's own file to copy: {0}")]
     SelfPath(io::Error),
     #[error("cannot create {path}: {source}")]
@@ -22,7 +22,7 @@ pub enum InstallError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Independent copies: safe to bind-mount one file into a container.
     Copy,
     /// Helper names as symlinks to `ecr-auth` in the same directory.
@@ -32,7 +32,7 @@ pub enum Mode {
 /// Installs `source` as `DIR/ecr-auth` plus the helper names. Each file is
 /// written beside its target and renamed over it, so a runner calling the old
 /// helper mid-install never sees half a binary. Returns the paths written.
-pub fn install(source: &Path, dir: &Path, mode: Mode) -> Result<Vec<PathBuf>, InstallError> {
+pub(crate) fn install(source: &Path, dir: &Path, mode: Mode) -> Result<Vec<PathBuf>, InstallError> {
     fs::create_dir_all(dir).map_err(|source| InstallError::CreateDir {
         path: dir.to_path_buf(),
         source,
@@ -62,37 +62,39 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
     }
 }
 
-fn tmp_path(target: &Path) -> PathBuf {
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    target.with_file_name(format!(".{name}.ecr-auth-tmp-{}", std::process::id()))
-}
-
+/// A copy of `source`, mode 0755, through [`crate::files::replace`]: a new file
+/// under an unpredictable name (`O_EXCL`, so a planted name or symlink is never
+/// followed), renamed over `target`.
 fn copy_atomic(source: &Path, target: &Path) -> Result<(), InstallError> {
-    let tmp = tmp_path(target);
-    let result = (|| {
-        fs::copy(source, &tmp)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
-        fs::rename(&tmp, target)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(write_err(target))
+    let mut from = fs::File::open(source).map_err(write_err(target))?;
+    crate::files::replace(target, 0o755, crate::files::Owner::Me, |f| {
+        io::copy(&mut from, f).map(drop)
+    })
+    .map_err(write_err(target))
 }
 
+/// A symlink to `link_to` created under an unpredictable name beside `target`
+/// (retried if taken, never followed), then renamed over it.
 fn symlink_atomic(link_to: &Path, target: &Path) -> Result<(), InstallError> {
-    let tmp = tmp_path(target);
-    let _ = fs::remove_file(&tmp);
-    let result = std::os::unix::fs::symlink(link_to, &tmp).and_then(|()| fs::rename(&tmp, target));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(write_err(target))
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    tempfile::Builder::new()
+        // Named like crate::files' temporary files (pid, then random), so its
+        // sweep of dead writers' leftovers covers these too.
+        .prefix(&format!(".{name}.{}.", std::process::id()))
+        .suffix(".ecr-auth-tmp")
+        .make_in(dir, |tmp| std::os::unix::fs::symlink(link_to, tmp))
+        .and_then(|tmp| tmp.persist(target).map(drop).map_err(|e| e.error))
+        .map_err(write_err(target))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn copies_and_symlinks() {
@@ -119,5 +121,37 @@ mod tests {
         assert_eq!(fs::read(&link).unwrap(), b"#!binary");
         // no temporary files left
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_planted_name_is_never_followed() {
+        // The old temporary name was `.<name>.ecr-auth-tmp-<pid>`: predictable,
+        // and a symlink planted there was followed (a root-only file became the binary).
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src-bin");
+        fs::write(&src, b"#!binary").unwrap();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"root only").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = tmp.path().join("bin");
+        fs::create_dir(&dir).unwrap();
+        for name in [
+            "ecr-auth",
+            "docker-credential-ecr-login",
+            "docker-credential-ecr-auth",
+        ] {
+            let planted = dir.join(format!(".{name}.ecr-auth-tmp-{}", std::process::id()));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        install(&src, &dir, Mode::Copy).unwrap();
+        install(&src, &dir, Mode::Symlink).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"root only");
+        assert_eq!(
+            fs::metadata(&victim).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // What was installed is right, and only the planted links are left beside it.
+        assert_eq!(fs::read(dir.join("ecr-auth")).unwrap(), b"#!binary");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 6);
     }
 }

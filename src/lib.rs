@@ -3,11 +3,15 @@
 //! One core, many faces: every command turns a registry host into an ECR token
 //! through [`tokens::Tokens`] and only formats the result its own way.
 
+pub(crate) mod auth_document;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub(crate) mod configure;
+pub(crate) mod diff;
 pub mod dockercfg;
+pub mod doctor;
 pub mod duration;
 pub mod env;
 pub mod files;
@@ -16,9 +20,11 @@ mod fuzzing;
 pub mod gitlab;
 pub mod hardening;
 pub mod helper;
+pub(crate) mod http;
 pub mod install;
 pub mod logging;
 pub mod registry;
+pub(crate) mod report;
 pub mod secret;
 pub mod swarm;
 pub mod tokens;

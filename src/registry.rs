@@ -357,10 +357,41 @@ mod tests {
             ("localhost:5000", None),
             ("127.0.0.1:5000", None),
         ];
-        assert!(cases.len() >= 40);
-        for (input, want) in cases {
+        for (input, want) in &cases {
             let got = Host::parse(input).ok().and_then(|h| h.ecr_target());
-            assert_eq!(got, want, "input {input:?}");
+            assert_eq!(&got, want, "input {input:?}");
+        }
+        // The table accepts a host under every suffix and every public host the parser
+        // knows (plain, FIPS and dual-stack forms), so none can be added untested.
+        let accepted: Vec<(Host, &Target)> = cases
+            .iter()
+            .filter_map(|(input, want)| Some((Host::parse(input).ok()?, want.as_ref()?)))
+            .collect();
+        for (suffix, partition, dual) in SUFFIXES {
+            let covered = accepted.iter().any(|(h, t)| {
+                h.name().ends_with(&format!(".{suffix}"))
+                    && h.name()
+                        .contains(if *dual { ".dkr-ecr" } else { ".dkr.ecr" })
+                    && !t.fips()
+                    && t.partition() == *partition
+            });
+            assert!(covered, "no accepted row for the suffix {suffix}");
+        }
+        for fips_form in ["dkr.ecr-fips.", "dkr-ecr-fips."] {
+            assert!(
+                accepted
+                    .iter()
+                    .any(|(h, t)| h.name().contains(fips_form) && t.fips()),
+                "no accepted row for {fips_form}"
+            );
+        }
+        for public in PUBLIC_HOSTS {
+            assert!(
+                accepted
+                    .iter()
+                    .any(|(h, t)| h.name() == *public && **t == Target::Public),
+                "no accepted row for {public}"
+            );
         }
     }
 

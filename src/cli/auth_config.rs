@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::Context;
+use crate::auth_document::{self, Shape};
 use crate::dockercfg::{write_atomic, DockerConfig};
-use crate::gitlab::dotenv::{self, Form};
+use crate::gitlab::dotenv::Form;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Registry hosts (ECR, or mapped to ECR in the ecr-auth config file).
     /// Default: every registry in the ecr-auth config file.
     #[arg(
@@ -37,43 +38,27 @@ pub struct Args {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Json,
     Dotenv,
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let tokens = ctx.tokens()?;
     let registries = tokens.config().registries_or(args.registries)?;
     let base = match &args.merge {
         None => DockerConfig::new(),
         Some(src) => read_merge(src)?,
     };
-    let got = crate::gitlab::tokens_for(&tokens, &registries).context("cannot get ECR tokens")?;
-    let text = match args.format {
-        Format::Json => {
-            let all: Vec<_> = got.iter().map(|(t, _)| t.clone()).collect();
-            format!(
-                "{}\n",
-                crate::gitlab::auth_document(&base, &all).to_compact()
-            )
-        }
-        Format::Dotenv => {
-            let form = if args.token_vars {
-                Form::TokenVars
-            } else {
-                Form::Auto
-            };
-            let d = dotenv::render(&base, &got, form)?;
-            dotenv::check(&d.text).map_err(|e| {
-                anyhow::anyhow!("internal error: the dotenv file breaks GitLab's rules: {e}")
-            })?;
-            if let Some(line) = &d.ci_line {
-                eprintln!("{}", dotenv::ci_line_advice(line, &d.keys));
-            }
-            d.text
-        }
+    let shape = match args.format {
+        Format::Json => Shape::Json,
+        Format::Dotenv if args.token_vars => Shape::Dotenv(Form::TokenVars),
+        Format::Dotenv => Shape::Dotenv(Form::Auto),
     };
+    let (text, advice) = auth_document::render(&tokens, &registries, &base, shape)?;
+    if let Some(advice) = advice {
+        eprintln!("{advice}");
+    }
     match &args.output {
         Some(path) => write_atomic(path, text.as_bytes(), 0o600)?,
         None => print!("{text}"),

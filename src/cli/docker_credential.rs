@@ -26,7 +26,7 @@ pub fn run_verb(verb: &str, ctx: &Context) -> i32 {
         Err(e) => {
             // A broken config file is a real failure: say so on stdout, as the
             // protocol wants, so `docker pull` shows it.
-            let message = format!("ecr-auth: {}", super::report(&e));
+            let message = format!("ecr-auth: {}", crate::report::report(e.as_ref()));
             println!("{message}");
             tracing::error!("{message}");
             1

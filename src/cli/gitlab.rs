@@ -3,26 +3,25 @@
 //! (keep a project/group CI variable fresh through the REST API).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::Context;
-use crate::dockercfg::{write_atomic, DockerConfig};
-use crate::gitlab::dotenv::{self, Form};
+use crate::gitlab::dotenv::Form;
+use crate::gitlab::login::{self, LoginRequest};
 use crate::gitlab::oidc::{self, RoleLogin};
-use crate::gitlab::sync::{self, Job, RegistryTokens, SignalWaiter};
-use crate::gitlab::variables::{GitLab, Owner, DEFAULT_URL};
-use crate::secret::Secret;
+use crate::gitlab::sync::{self, Job, SyncRequest};
+use crate::gitlab::variables::{Owner, DEFAULT_URL};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// In a job: exchange the job's OIDC token for AWS credentials (STS
     /// AssumeRoleWithWebIdentity), get ECR tokens, write a dotenv report.
     Login(LoginArgs),
@@ -33,7 +32,7 @@ pub enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct LoginArgs {
+pub(crate) struct LoginArgs {
     /// The IAM role that trusts GitLab's OIDC provider.
     #[arg(long, value_name = "ARN", env = "ECR_AUTH_ROLE_ARN")]
     pub role_arn: String,
@@ -46,9 +45,10 @@ pub struct LoginArgs {
         long,
         value_name = "DURATION",
         default_value = "1h",
-        env = "ECR_AUTH_DURATION"
+        env = "ECR_AUTH_DURATION",
+        value_parser = crate::duration::parse_arg
     )]
-    pub duration: String,
+    pub duration: Duration,
     /// The dotenv file to write (mode 0600); name it in `artifacts: reports: dotenv:`.
     #[arg(
         long,
@@ -65,7 +65,7 @@ pub struct LoginArgs {
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("owner").required(true).args(["project", "group"])))]
-pub struct SyncArgs {
+pub(crate) struct SyncArgs {
     /// The project, by id or full path (group/project).
     #[arg(long, value_name = "ID|PATH", env = "ECR_AUTH_GITLAB_PROJECT")]
     pub project: Option<String>,
@@ -84,6 +84,10 @@ pub struct SyncArgs {
     /// GitLab's API root (in a job, $CI_API_V4_URL).
     #[arg(long, value_name = "URL", env = "CI_API_V4_URL", default_value = DEFAULT_URL)]
     pub gitlab_url: String,
+    /// Allow a plain http:// --gitlab-url that is not this machine (the token
+    /// crosses the network unencrypted).
+    #[arg(long)]
+    pub allow_plain_http: bool,
     /// The variable holding the GitLab access token (never pass a token as an argument).
     #[arg(long, value_name = "NAME", default_value = "GITLAB_TOKEN")]
     pub token_env: String,
@@ -102,8 +106,8 @@ pub struct SyncArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub masked: Option<bool>,
     /// Keep running: refresh at half the token's life and at least this often (e.g. 1h).
-    #[arg(long, value_name = "DURATION", env = "ECR_AUTH_EVERY")]
-    pub every: Option<humantime::Duration>,
+    #[arg(long, value_name = "DURATION", env = "ECR_AUTH_EVERY", value_parser = crate::duration::parse_arg)]
+    pub every: Option<Duration>,
     /// In a (scheduled) job: get AWS credentials for this role with the job's
     /// OIDC token, as `gitlab login` does, instead of the default AWS chain.
     #[arg(
@@ -121,7 +125,7 @@ pub struct SyncArgs {
 /// Where the job's OIDC token is and which STS endpoint takes it (shared by
 /// `login` and `sync-variable --role-arn`).
 #[derive(clap::Args, Debug)]
-pub struct OidcArgs {
+pub(crate) struct OidcArgs {
     /// The variable holding the job's OIDC token (`id_tokens:` in .gitlab-ci.yml).
     #[arg(long, value_name = "NAME", default_value = oidc::DEFAULT_TOKEN_VAR, env = "ECR_AUTH_ID_TOKEN_ENV")]
     pub id_token_env: String,
@@ -136,7 +140,7 @@ pub struct OidcArgs {
 }
 
 impl OidcArgs {
-    fn login(&self, role_arn: &str, duration: &str) -> anyhow::Result<RoleLogin> {
+    fn login(&self, role_arn: &str, duration: Duration) -> anyhow::Result<RoleLogin> {
         Ok(RoleLogin {
             role_arn: role_arn.to_string(),
             id_token_env: self.id_token_env.clone(),
@@ -146,111 +150,63 @@ impl OidcArgs {
     }
 }
 
-pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+pub(crate) fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
+    let mut notes = std::io::stderr();
     match args.command {
-        Command::Login(a) => login(a, ctx),
-        Command::SyncVariable(a) => sync_variable(a, ctx),
-    }
-}
-
-fn login(a: LoginArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let now = crate::tokens::system_now();
-    let config = ctx.load_config()?;
-    let registries = config.registries_or(a.registries.hosts)?;
-    let login = a.oidc.login(&a.role_arn, &a.duration)?;
-    let (tokens, session) = oidc::role_tokens(&ctx.env, config, &login, now)?;
-    eprintln!("ecr-auth: assumed {} as session {session}", a.role_arn);
-    let got = crate::gitlab::tokens_for(&tokens, &registries).with_context(|| {
-        format!(
-            "cannot get ECR tokens with the credentials of {}",
-            a.role_arn
-        )
-    })?;
-    let form = if a.token_vars {
-        Form::TokenVars
-    } else {
-        Form::Auto
-    };
-    let d = dotenv::render(&DockerConfig::new(), &got, form)?;
-    dotenv::check(&d.text).map_err(|e| {
-        anyhow::anyhow!("internal error: the dotenv file breaks GitLab's rules: {e}")
-    })?;
-    write_atomic(&a.output, d.text.as_bytes(), 0o600)?;
-    let expires = got.iter().map(|(t, _)| t.expires_at).min().unwrap_or(now);
-    eprintln!(
-        "ecr-auth: wrote {} ({} bytes: {}) for {}; the tokens expire at {}",
-        a.output.display(),
-        d.text.len(),
-        d.keys.join(", "),
-        registries.join(", "),
-        crate::tokens::format_time(expires)
-    );
-    if let Some(line) = &d.ci_line {
-        eprintln!("{}", dotenv::ci_line_advice(line, &d.keys));
-    }
-    Ok(0)
-}
-
-fn sync_variable(a: SyncArgs, ctx: &Context) -> anyhow::Result<i32> {
-    let tokens = match &a.role_arn {
-        Some(role) => {
-            // Short sessions: the variable only needs them for one sync.
-            let login = a.oidc.login(role, "15m")?;
-            let (tokens, session) = oidc::role_tokens(
+        Command::Login(a) => {
+            let req = LoginRequest {
+                login: a.oidc.login(&a.role_arn, a.duration)?,
+                registries: a.registries.hosts,
+                output: a.output,
+                form: if a.token_vars {
+                    Form::TokenVars
+                } else {
+                    Form::Auto
+                },
+            };
+            login::login(
+                &req,
                 &ctx.env,
                 ctx.load_config()?,
-                &login,
-                crate::tokens::system_now(),
+                ctx.clock.clone(),
+                &mut notes,
             )?;
-            eprintln!("ecr-auth: assumed {role} as session {session}");
-            tokens
         }
-        None => ctx.tokens()?,
-    };
-    let registries = tokens.config().registries_or(a.registries.hosts)?;
-    let owner = match (a.project, a.group) {
-        (Some(p), _) => Owner::Project(p),
-        (None, Some(g)) => Owner::Group(g),
-        (None, None) => anyhow::bail!("name the variable's owner with --project or --group"),
-    };
-    let token = ctx.env.get(&a.token_env).map(str::trim).filter(|t| !t.is_empty()).with_context(|| {
-        format!(
-            "${} is empty: set it to a GitLab access token with the `api` scope (Maintainer on the project, Owner on the group)",
-            a.token_env
-        )
-    })?;
-    let api = GitLab::new(&a.gitlab_url, Secret::new(token.to_string()))?;
-    let job = Job {
-        owner,
-        key: a.key,
-        environment_scope: a.environment_scope,
-        protected: a.protected,
-        masked: a.masked,
-    };
-    let source = RegistryTokens {
-        tokens: &tokens,
-        registries,
-    };
-    match a.every {
-        None => {
-            let t = sync::TokenSource::tokens(&source)?;
-            let outcome = sync::sync_once(&job, &t, &api)?;
-            eprintln!(
-                "ecr-auth: {} on {}: {}",
-                job.key,
-                job.owner,
-                sync::describe(outcome)
-            );
-            Ok(0)
-        }
-        Some(every) => {
-            let every = every.as_secs() as i64;
-            anyhow::ensure!(every >= 60, "--every must be at least 1m");
-            let mut waiter = SignalWaiter::new().context("cannot install the SIGTERM handler")?;
-            sync::run(&job, every, &source, &api, &mut waiter, &mut |line| {
-                eprintln!("ecr-auth: {line}")
-            });
-            Ok(0)
+        Command::SyncVariable(a) => {
+            let owner = match (a.project, a.group) {
+                (Some(p), _) => Owner::Project(p),
+                (None, Some(g)) => Owner::Group(g),
+                (None, None) => {
+                    anyhow::bail!("name the variable's owner with --project or --group")
+                }
+            };
+            let req = SyncRequest {
+                job: Job {
+                    owner,
+                    key: a.key,
+                    environment_scope: a.environment_scope,
+                    protected: a.protected,
+                    masked: a.masked,
+                },
+                registries: a.registries.hosts,
+                gitlab_url: a.gitlab_url,
+                allow_plain_http: a.allow_plain_http,
+                token_env: a.token_env,
+                every: a.every,
+                // Short sessions: the variable only needs them for one sync.
+                role: match &a.role_arn {
+                    Some(role) => Some(a.oidc.login(role, Duration::from_secs(15 * 60))?),
+                    None => None,
+                },
+            };
+            sync::command(
+                req,
+                &ctx.env,
+                ctx.load_config()?,
+                ctx.clock.clone(),
+                &mut notes,
+            )?;
         }
     }
+    Ok(0)
 }

@@ -15,13 +15,13 @@ use crate::dockercfg::DockerConfig;
 use crate::tokens::AuthToken;
 
 /// GitLab's `dotenv_size` limit; a file must be strictly smaller.
-pub const MAX_BYTES: usize = 5 * 1024;
-pub const VAR_PREFIX: &str = "ECR_AUTH_TOKEN_";
-pub const DOCKER_AUTH_CONFIG: &str = "DOCKER_AUTH_CONFIG";
+pub(crate) const MAX_BYTES: usize = 5 * 1024;
+pub(crate) const VAR_PREFIX: &str = "ECR_AUTH_TOKEN_";
+pub(crate) const DOCKER_AUTH_CONFIG: &str = "DOCKER_AUTH_CONFIG";
 
 /// A dotenv file ready to write.
 #[derive(Clone)]
-pub struct Dotenv {
+pub(crate) struct Dotenv {
     /// The file, every line `KEY=VALUE\n`.
     pub text: String,
     /// In the split form: the `.gitlab-ci.yml` variables line that builds
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Dotenv {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DotenvError {
+pub(crate) enum DotenvError {
     #[error("the tokens for {regions} need {bytes} bytes in a dotenv file, and GitLab rejects dotenv files of {MAX_BYTES} bytes (5 KB) or more; nothing was written. Use one `ecr-auth gitlab login` job per region, each with its own dotenv report (every token gets its own ECR_AUTH_TOKEN_<REGION> variable), or keep a CI variable fresh with `ecr-auth gitlab sync-variable`")]
     TooBig { regions: String, bytes: usize },
     #[error("the merged document has its own `auths` entries ({hosts}), and with the ECR tokens it does not fit GitLab's 5 KB dotenv limit; they cannot go into the .gitlab-ci.yml line either (they are credentials). Merge fewer entries, or use `ecr-auth gitlab sync-variable`")]
@@ -53,7 +53,7 @@ pub enum DotenvError {
 
 /// How to shape the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Form {
+pub(crate) enum Form {
     /// DOCKER_AUTH_CONFIG if it fits, else the per-region token variables.
     #[default]
     Auto,
@@ -63,7 +63,7 @@ pub enum Form {
 
 /// The variable for a token scope: `aws/eu-west-1` → `ECR_AUTH_TOKEN_EU_WEST_1`,
 /// `…/fips` → `…_FIPS`, `public/us-east-1` → `ECR_AUTH_TOKEN_PUBLIC`.
-pub fn var_name(scope: &str) -> String {
+pub(crate) fn var_name(scope: &str) -> String {
     let mut parts = scope.split('/');
     let partition = parts.next().unwrap_or("");
     let region = parts.next().unwrap_or("");
@@ -84,7 +84,7 @@ pub fn var_name(scope: &str) -> String {
 
 /// Renders tokens (each with its scope, `Target::scope()`) over `base`, whose
 /// other entries are kept.
-pub fn render(
+pub(crate) fn render(
     base: &DockerConfig,
     tokens: &[(AuthToken, String)],
     form: Form,
@@ -94,7 +94,7 @@ pub fn render(
     }
     if form == Form::Auto {
         let all: Vec<AuthToken> = tokens.iter().map(|(t, _)| t.clone()).collect();
-        let doc = super::auth_document(base, &all);
+        let doc = crate::auth_document::auth_document(base, &all);
         let text = format!("{DOCKER_AUTH_CONFIG}={}\n", doc.to_compact());
         if text.len() < MAX_BYTES {
             return Ok(Dotenv {
@@ -171,8 +171,21 @@ fn plural(n: usize, what: &str) -> String {
     }
 }
 
+/// [`render`], then [`check`]: a file GitLab will accept, or an error.
+pub(crate) fn report(
+    base: &DockerConfig,
+    tokens: &[(AuthToken, String)],
+    form: Form,
+) -> anyhow::Result<Dotenv> {
+    let d = render(base, tokens, form)?;
+    check(&d.text).map_err(|e| {
+        anyhow::anyhow!("internal error: the dotenv file breaks GitLab's rules: {e}")
+    })?;
+    Ok(d)
+}
+
 /// Checks a file against GitLab's dotenv rules; the reason if it breaks one.
-pub fn check(text: &str) -> Result<(), String> {
+pub(crate) fn check(text: &str) -> Result<(), String> {
     if text.len() >= MAX_BYTES {
         return Err(format!(
             "{} bytes; GitLab accepts less than {MAX_BYTES}",
@@ -203,7 +216,7 @@ pub fn check(text: &str) -> Result<(), String> {
 
 /// What to tell the user when the tokens went into per-region variables: how
 /// `.gitlab-ci.yml` rebuilds DOCKER_AUTH_CONFIG from them (no secret in it).
-pub fn ci_line_advice(line: &str, keys: &[String]) -> String {
+pub(crate) fn ci_line_advice(line: &str, keys: &[String]) -> String {
     format!(
         "ecr-auth: the tokens do not fit one DOCKER_AUTH_CONFIG line under GitLab's 5 KB dotenv limit, so the file carries {}.\n\
          ecr-auth: add this to `variables:` of the jobs that pull from ECR (gitlab-runner expands the references):\n\

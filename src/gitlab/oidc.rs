@@ -1,26 +1,29 @@
-//! S3: a job's GitLab OIDC token (`id_tokens:`) exchanged for AWS credentials
-//! with STS AssumeRoleWithWebIdentity. No AWS CLI, no jq: the static binary alone.
+//! S3: a job's GitLab OIDC token (`id_tokens:`) as the AWS identity of
+//! [`Tokens`]: a [`WebIdentity`] source, which the token core exchanges with STS
+//! AssumeRoleWithWebIdentity. No AWS CLI, no jq: the static binary alone.
 //!
-//! The token is checked before any network call (present, JWT-shaped, not
-//! expired), so the common mistakes get a message that says which variable is
-//! wrong and how to fix the job.
+//! What is GitLab's lives here: the token is checked before any network call
+//! (present, JWT-shaped, not expired), so the common mistakes get a message that
+//! says which variable is wrong and how to fix the job; the session name comes
+//! from the job; the role ARN and the session duration are checked.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use base64::Engine;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::env::Env;
 use crate::secret::Secret;
-use crate::tokens::Tokens;
+use crate::tokens::{Tokens, WebIdentity};
 
-pub const DEFAULT_TOKEN_VAR: &str = "GITLAB_OIDC_TOKEN";
+pub(crate) const DEFAULT_TOKEN_VAR: &str = "GITLAB_OIDC_TOKEN";
 /// STS accepts 900 s to the role's maximum session duration (≤ 12 h).
-pub const MIN_DURATION: u64 = 900;
-pub const MAX_DURATION: u64 = 43_200;
+const MIN_DURATION: u64 = 900;
+const MAX_DURATION: u64 = 43_200;
 
 #[derive(Debug, thiserror::Error)]
-pub enum OidcError {
+pub(crate) enum OidcError {
     #[error("${var} is empty or unset: add `id_tokens: {{{var}: {{aud: <audience>}}}}` to this job in .gitlab-ci.yml (CI_JOB_JWT no longer exists), or name the variable with --id-token-env")]
     Missing { var: String },
     #[error("${var} is not a JWT (expected three base64url parts separated by dots): check that it is set by `id_tokens:` and not overwritten")]
@@ -31,40 +34,10 @@ pub enum OidcError {
     RoleArn(String),
     #[error("--duration must be between 15m and 12h (STS limits), not {0}")]
     Duration(String),
-    #[error("STS refused AssumeRoleWithWebIdentity for {role}: {message}. {hint}")]
-    Sts {
-        role: String,
-        message: String,
-        hint: &'static str,
-    },
-    #[error("cannot reach AWS STS: {0}; check the network, and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_STS if set")]
-    Unreachable(String),
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(String),
-}
-
-/// What to exchange, and for which role.
-pub struct Exchange {
-    pub role_arn: String,
-    pub token: Secret<String>,
-    pub session_name: String,
-    pub duration_secs: u64,
-    pub region: String,
-}
-
-impl std::fmt::Debug for Exchange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exchange")
-            .field("role_arn", &self.role_arn)
-            .field("session_name", &self.session_name)
-            .field("duration_secs", &self.duration_secs)
-            .field("region", &self.region)
-            .finish()
-    }
 }
 
 /// Reads the job's OIDC token from `var` and checks it.
-pub fn job_token(env: &Env, var: &str, now: i64) -> Result<Secret<String>, OidcError> {
+pub(crate) fn job_token(env: &Env, var: &str, now: i64) -> Result<Secret<String>, OidcError> {
     let token = env.get(var).map(str::trim).unwrap_or("");
     if token.is_empty() {
         return Err(OidcError::Missing { var: var.into() });
@@ -97,7 +70,7 @@ fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>>
 }
 
 /// `gitlab-<project>-<pipeline>-<job>`, within STS's 64 characters of `[\w+=,.@-]`.
-pub fn session_name(env: &Env) -> String {
+pub(crate) fn session_name(env: &Env) -> String {
     let mut name = String::from("gitlab");
     for var in ["CI_PROJECT_ID", "CI_PIPELINE_ID", "CI_JOB_ID"] {
         if let Some(v) = env.get(var) {
@@ -111,7 +84,7 @@ pub fn session_name(env: &Env) -> String {
 }
 
 /// Checks `--role-arn` before anything is sent.
-pub fn check_role_arn(arn: &str) -> Result<(), OidcError> {
+pub(crate) fn check_role_arn(arn: &str) -> Result<(), OidcError> {
     if crate::config::is_role_arn(arn) {
         Ok(())
     } else {
@@ -119,22 +92,20 @@ pub fn check_role_arn(arn: &str) -> Result<(), OidcError> {
     }
 }
 
-/// Parses `--duration` (`1h`, `3600s`, `90m`) into seconds within STS limits.
-pub fn duration_secs(text: &str) -> Result<u64, OidcError> {
-    let d = humantime::parse_duration(text.trim())
-        .ok()
-        .or_else(|| text.trim().parse::<u64>().ok().map(Duration::from_secs))
-        .ok_or_else(|| OidcError::Duration(text.into()))?;
+/// `--duration` (parsed by [`crate::duration`]) in seconds, within STS limits.
+pub(crate) fn duration_secs(d: std::time::Duration) -> Result<u64, OidcError> {
     let s = d.as_secs();
-    if !(MIN_DURATION..=MAX_DURATION).contains(&s) {
-        return Err(OidcError::Duration(text.into()));
+    if !(MIN_DURATION..=MAX_DURATION).contains(&s) || d.subsec_nanos() != 0 {
+        return Err(OidcError::Duration(
+            humantime::format_duration(d).to_string(),
+        ));
     }
     Ok(s)
 }
 
 /// How a job gets AWS credentials from its OIDC token.
 #[derive(Clone, Debug)]
-pub struct RoleLogin {
+pub(crate) struct RoleLogin {
     pub role_arn: String,
     /// The variable holding the job's OIDC token (`id_tokens:`).
     pub id_token_env: String,
@@ -142,34 +113,40 @@ pub struct RoleLogin {
     pub duration_secs: u64,
 }
 
-/// A token service whose AWS credentials come from the job's OIDC token
-/// (AssumeRoleWithWebIdentity); nothing is cached on the runner's disk.
-/// Returns it with the STS session name, for the log.
-pub fn role_tokens(
+/// The web identity for [`Tokens`]: the role ARN and the job's token checked,
+/// the session named after the job.
+pub(crate) fn web_identity(
     env: &Env,
-    config: Config,
     login: &RoleLogin,
     now: i64,
-) -> Result<(Tokens, String), OidcError> {
+) -> Result<WebIdentity, OidcError> {
     check_role_arn(&login.role_arn)?;
-    let exchange = Exchange {
+    Ok(WebIdentity {
         role_arn: login.role_arn.clone(),
         token: job_token(env, &login.id_token_env, now)?,
         session_name: session_name(env),
         duration_secs: login.duration_secs,
-        region: login.sts_region.clone(),
-    };
+        sts_region: login.sts_region.clone(),
+    })
+}
+
+/// A token service whose AWS identity is the job's OIDC token (the core
+/// exchanges it with STS on the first fetch); nothing is cached on the runner's
+/// disk. Returns it with the STS session name, for the log.
+pub(crate) fn role_tokens(
+    env: &Env,
+    config: Config,
+    login: &RoleLogin,
+    clock: Arc<dyn Clock>,
+) -> Result<(Tokens, String), OidcError> {
+    let identity = web_identity(env, login, clock.now())?;
+    let session = identity.session_name.clone();
     let tokens = Tokens::builder(env.clone(), config)
+        .clock(clock)
         .cache(None)
-        .web_identity(crate::tokens::WebIdentity {
-            role_arn: exchange.role_arn.clone(),
-            token: exchange.token.clone(),
-            session_name: exchange.session_name.clone(),
-            duration_secs: exchange.duration_secs,
-            sts_region: exchange.region.clone(),
-        })
+        .web_identity(identity)
         .build();
-    Ok((tokens, exchange.session_name))
+    Ok((tokens, session))
 }
 
 #[cfg(test)]
@@ -212,6 +189,66 @@ mod tests {
     }
 
     #[test]
+    fn the_web_identity_is_the_checked_job_token() {
+        let now = 1_700_000_000;
+        let token = jwt(&format!(r#"{{"exp":{}}}"#, now + 300));
+        let env = Env::from_pairs([
+            ("GITLAB_OIDC_TOKEN", token.as_str()),
+            ("CI_PROJECT_ID", "42"),
+            ("CI_JOB_ID", "7"),
+        ]);
+        let login = RoleLogin {
+            role_arn: "arn:aws:iam::123456789012:role/ci".into(),
+            id_token_env: DEFAULT_TOKEN_VAR.into(),
+            sts_region: "eu-west-1".into(),
+            duration_secs: 900,
+        };
+        let id = web_identity(&env, &login, now).unwrap();
+        assert_eq!(id.token.expose(), &token);
+        assert_eq!(
+            (
+                id.role_arn.as_str(),
+                id.session_name.as_str(),
+                id.duration_secs,
+                id.sts_region.as_str()
+            ),
+            (
+                "arn:aws:iam::123456789012:role/ci",
+                "gitlab-42-7",
+                900,
+                "eu-west-1"
+            )
+        );
+        assert!(!format!("{id:?}").contains(&token), "the token in Debug");
+        // Checked before anything is built: a bad ARN, then an expired token.
+        let bad = RoleLogin {
+            role_arn: "role/ci".into(),
+            ..login.clone()
+        };
+        assert!(matches!(
+            web_identity(&env, &bad, now),
+            Err(OidcError::RoleArn(_))
+        ));
+        assert!(matches!(
+            web_identity(&env, &login, now + 301),
+            Err(OidcError::Expired { .. })
+        ));
+        let clock = crate::clock::ManualClock::new(now + 301);
+        let e = role_tokens(&env, Config::default(), &login, clock)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("expired at"), "{e}");
+        let (_, session) = role_tokens(
+            &env,
+            Config::default(),
+            &login,
+            crate::clock::ManualClock::new(now),
+        )
+        .unwrap();
+        assert_eq!(session, "gitlab-42-7");
+    }
+
+    #[test]
     fn session_names_and_durations() {
         let env = Env::from_pairs([
             ("CI_PROJECT_ID", "42"),
@@ -222,14 +259,15 @@ mod tests {
         assert_eq!(session_name(&Env::default()), "gitlab");
         let long = Env::from_pairs([("CI_PROJECT_ID", "9".repeat(80))]);
         assert_eq!(session_name(&long).len(), 64);
-        assert_eq!(duration_secs("1h").unwrap(), 3600);
-        assert_eq!(duration_secs("900").unwrap(), 900);
-        assert!(duration_secs("5m").is_err());
-        assert!(duration_secs("13h").is_err());
-        assert!(duration_secs("soon")
-            .unwrap_err()
-            .to_string()
-            .contains("between 15m and 12h"));
+        let secs = |s: &str| duration_secs(crate::duration::parse(s).unwrap());
+        assert_eq!(secs("1h").unwrap(), 3600);
+        assert_eq!(secs("900").unwrap(), 900);
+        assert_eq!(secs("12h").unwrap(), 43_200);
+        assert!(secs("5m").is_err());
+        assert_eq!(
+            secs("13h").unwrap_err().to_string(),
+            "--duration must be between 15m and 12h (STS limits), not 13h"
+        );
         assert!(check_role_arn("arn:aws:iam::123456789012:role/ci/gitlab-pull").is_ok());
         assert!(check_role_arn("arn:aws-cn:iam::123456789012:role/x").is_ok());
         for bad in [

@@ -23,19 +23,19 @@ pub use crate::dockercfg::Wiring;
 use crate::dockercfg::{DockerConfig, DockerConfigError};
 
 /// Executors whose jobs run in Docker containers with Linux images.
-pub const DOCKER_EXECUTORS: &[&str] = &["docker", "docker+machine", "docker-autoscaler"];
+pub(crate) const DOCKER_EXECUTORS: &[&str] = &["docker", "docker+machine", "docker-autoscaler"];
 
-pub const ENV_KEY: &str = "DOCKER_AUTH_CONFIG";
+pub(crate) const ENV_KEY: &str = "DOCKER_AUTH_CONFIG";
 
 /// Where the mounts land inside job containers.
-pub const JOB_HELPER_DIR: &str = "/usr/local/bin";
-pub const JOB_DOCKER_CONFIG: &str = "/root/.docker/config.json";
-pub const JOB_AWS_CREDENTIALS: &str = "/root/.aws/credentials";
-pub const JOB_ECR_AUTH_CONFIG: &str = crate::config::SYSTEM_CONFIG;
+pub(crate) const JOB_HELPER_DIR: &str = "/usr/local/bin";
+pub(crate) const JOB_DOCKER_CONFIG: &str = "/root/.docker/config.json";
+pub(crate) const JOB_AWS_CREDENTIALS: &str = "/root/.aws/credentials";
+pub(crate) const JOB_ECR_AUTH_CONFIG: &str = crate::config::SYSTEM_CONFIG;
 
 /// S2: what to mount into job containers (host paths, as the Docker daemon sees them).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JobMounts {
+pub(crate) struct JobMounts {
     /// The helper binary (`ecr-auth install` puts a copy at /usr/local/bin/docker-credential-ecr-login).
     pub helper_binary: String,
     /// The config.json for `docker`/Kaniko/buildah inside jobs.
@@ -50,7 +50,7 @@ pub struct JobMounts {
 
 impl JobMounts {
     /// `(host path, container path)` for every mount, in the order they are added.
-    pub fn volumes(&self, helper: &str) -> Vec<(String, String)> {
+    pub(crate) fn volumes(&self, helper: &str) -> Vec<(String, String)> {
         let mut v = vec![
             (
                 self.helper_binary.clone(),
@@ -68,7 +68,7 @@ impl JobMounts {
     }
 
     /// The `volumes` entries: read-only bind mounts.
-    pub fn volume_entries(&self, helper: &str) -> Vec<String> {
+    pub(crate) fn volume_entries(&self, helper: &str) -> Vec<String> {
         self.volumes(helper)
             .into_iter()
             .map(|(host, dest)| format!("{host}:{dest}:ro"))
@@ -77,7 +77,7 @@ impl JobMounts {
 }
 
 #[derive(Clone, Debug)]
-pub struct Request {
+pub(crate) struct Request {
     /// Runner names; empty means every runner with a Docker executor.
     pub runners: Vec<String>,
     pub wiring: Wiring,
@@ -86,14 +86,14 @@ pub struct Request {
 
 /// The edited text and what changed, runner by runner.
 #[derive(Clone, Debug)]
-pub struct Edited {
+pub(crate) struct Edited {
     pub text: String,
     /// `(runner name, changes)` for every selected runner.
     pub runners: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunnerConfigError {
+pub(crate) enum RunnerConfigError {
     #[error("{path} is not valid TOML ({message}); fix it and run again")]
     Parse { path: String, message: String },
     #[error("{path} has no [[runners]]; register a runner first (gitlab-runner register), then run again")]
@@ -119,18 +119,12 @@ pub enum RunnerConfigError {
         key: String,
         expected: String,
     },
-    #[error("{path} in {place} is not valid TOML ({message}); fix it and run again")]
-    BadValue {
-        path: String,
-        place: String,
-        message: String,
-    },
     #[error("refusing to write {path}: the edited file would {problem} (nothing was written; please report this)")]
     Verify { path: String, problem: String },
 }
 
 /// Edits the text of a config.toml; `path` only names it in messages.
-pub fn edit(text: &str, path: &str, req: &Request) -> Result<Edited, RunnerConfigError> {
+pub(crate) fn edit(text: &str, path: &str, req: &Request) -> Result<Edited, RunnerConfigError> {
     let edited = edit_unchecked(text, path, req)?;
     verify(text, &edited, path, req)?;
     Ok(edited)
@@ -418,7 +412,7 @@ fn edit_runner(
     Ok(())
 }
 
-pub const PRIVILEGED_NOTE: &str = "privileged = true: Docker-in-Docker needs it, and every job on this runner can now take over the host";
+pub(crate) const PRIVILEGED_NOTE: &str = "privileged = true: Docker-in-Docker needs it, and every job on this runner can now take over the host";
 
 /// `insert_formatted` for any table-like (a `[table]` or an inline table).
 trait InsertFormatted {
@@ -461,7 +455,7 @@ fn key_indent(t: &Table) -> String {
 }
 
 /// The container path of a `volumes` entry: `host:dest[:mode]`, or `dest` alone.
-pub fn volume_destination(v: &str) -> Option<String> {
+pub(crate) fn volume_destination(v: &str) -> Option<String> {
     let parts: Vec<&str> = v.split(':').collect();
     match parts.as_slice() {
         [dest] => Some(dest.to_string()),

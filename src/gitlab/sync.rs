@@ -3,11 +3,14 @@
 //!
 //! [`sync_once`] reads the variable, merges the tokens into its current value
 //! (other registries' entries stay) and writes it only if it changed.
-//! [`step`] is the daemon's loop body as a plain function of (state, clock,
-//! clients): it returns when to run next — at half the tokens' life, never later
-//! than `every`; after a failure, with exponential backoff and jitter — so tests
-//! drive it without sleeping. [`run`] is the loop itself.
+//! [`step`] is the daemon's loop body as a plain function of (state, now,
+//! clients): it returns when to run next — when the tokens should be refreshed
+//! ([`AuthToken::refresh_at`]), never later than `every`; after a failure, by
+//! the crate's one backoff ([`Backoff::DAEMON`]) — so tests drive it without
+//! sleeping. [`run`] is the loop itself, on an injected clock.
 
+use crate::backoff::Backoff;
+use crate::clock::Clock;
 use crate::dockercfg::{DockerConfig, DockerConfigError};
 use crate::secret::Secret;
 use crate::tokens::{AuthToken, TokenError};
@@ -16,14 +19,11 @@ use super::variables::{ApiError, Owner, Settings, VariablesApi};
 
 /// Never run twice within this many seconds after a success (moto's tokens are
 /// born expired; a real one is good for hours).
-pub const MIN_INTERVAL: i64 = 60;
-/// The first retry after a failure; doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: i64 = 15;
-pub const MAX_BACKOFF: i64 = 600;
+const MIN_INTERVAL: i64 = 60;
 
 /// Which variable, and how to write it.
 #[derive(Clone, Debug)]
-pub struct Job {
+pub(crate) struct Job {
     pub owner: Owner,
     pub key: String,
     pub environment_scope: String,
@@ -33,14 +33,14 @@ pub struct Job {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Created,
     Updated,
     Unchanged,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SyncError {
+pub(crate) enum SyncError {
     #[error("cannot get an ECR token for {host}: {source}")]
     Token { host: String, source: TokenError },
     #[error(transparent)]
@@ -54,7 +54,7 @@ pub enum SyncError {
 }
 
 impl SyncError {
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             SyncError::Api(e) => e.is_transient(),
             SyncError::Token { source, .. } => !source.is_not_found(),
@@ -64,20 +64,20 @@ impl SyncError {
 }
 
 /// Where tokens come from (the token service in real life).
-pub trait TokenSource {
+pub(crate) trait TokenSource {
     /// One token per registry, in a fixed order.
     fn tokens(&self) -> Result<Vec<AuthToken>, SyncError>;
 }
 
 /// The token service for a fixed list of registries.
-pub struct RegistryTokens<'a> {
+pub(crate) struct RegistryTokens<'a> {
     pub tokens: &'a crate::tokens::Tokens,
     pub registries: Vec<String>,
 }
 
 impl TokenSource for RegistryTokens<'_> {
     fn tokens(&self) -> Result<Vec<AuthToken>, SyncError> {
-        super::tokens_for(self.tokens, &self.registries)
+        crate::auth_document::tokens_for(self.tokens, &self.registries)
             .map(|v| v.into_iter().map(|(t, _)| t).collect())
             .map_err(|e| SyncError::Token {
                 host: e.host,
@@ -87,7 +87,7 @@ impl TokenSource for RegistryTokens<'_> {
 }
 
 /// One sync: read, merge, write if changed.
-pub fn sync_once(
+pub(crate) fn sync_once(
     job: &Job,
     tokens: &[AuthToken],
     api: &dyn VariablesApi,
@@ -102,7 +102,7 @@ pub fn sync_once(
             })?,
         None => DockerConfig::new(),
     };
-    let doc = super::auth_document(&base, tokens);
+    let doc = crate::auth_document::auth_document(&base, tokens);
     let masked = job
         .masked
         .or(current.as_ref().map(|v| v.masked))
@@ -141,7 +141,7 @@ pub fn sync_once(
 
 /// The loop's memory between runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct State {
+pub(crate) struct State {
     /// Failures in a row.
     pub failures: u32,
     /// The earliest expiry of the tokens last written.
@@ -150,13 +150,13 @@ pub struct State {
 
 /// What one step did and when the next one is due (unix seconds).
 #[derive(Debug)]
-pub struct Step {
+pub(crate) struct Step {
     pub result: Result<Outcome, SyncError>,
     pub next_at: i64,
 }
 
 /// One turn of the loop at time `now`; `jitter` in [0, 1) spreads retries.
-pub fn step(
+pub(crate) fn step(
     state: &mut State,
     now: i64,
     jitter: f64,
@@ -188,47 +188,47 @@ pub fn step(
     }
 }
 
-/// At half the shortest token life, within [now + MIN_INTERVAL, now + every].
-pub fn next_after_success(now: i64, tokens: &[AuthToken], every: i64) -> i64 {
-    let half = tokens
+/// When the first token should be refreshed, within [now + MIN_INTERVAL, now + every].
+fn next_after_success(now: i64, tokens: &[AuthToken], every: i64) -> i64 {
+    let refresh = tokens
         .iter()
-        .map(|t| t.issued_at + (t.expires_at - t.issued_at) / 2)
+        .map(AuthToken::refresh_at)
         .min()
         .unwrap_or(now + every);
     let earliest = now + MIN_INTERVAL.min(every.max(1));
-    half.clamp(earliest, now + every.max(1))
+    refresh.clamp(earliest, now + every.max(1))
 }
 
-/// Seconds to wait after `failures` failures in a row: doubling from
-/// [`FIRST_BACKOFF`], capped by [`MAX_BACKOFF`] and `every`, with "equal
-/// jitter" (half fixed, half random) so many daemons don't retry in step.
-pub fn backoff(failures: u32, every: i64, jitter: f64) -> i64 {
-    let exp = FIRST_BACKOFF.saturating_mul(1i64 << failures.saturating_sub(1).min(20));
-    let cap = exp.min(MAX_BACKOFF).min(every.max(1));
-    let half = cap / 2;
-    (half + ((cap - half) as f64 * jitter.clamp(0.0, 0.999)) as i64).max(1)
+/// Whole seconds to wait after `failures` failures in a row: [`Backoff::DAEMON`],
+/// capped by `every`, spread by `jitter` in [0, 1).
+fn backoff(failures: u32, every: i64, jitter: f64) -> i64 {
+    let cap = std::time::Duration::from_secs(every.max(1) as u64);
+    let d = Backoff::DAEMON.delay(failures, Some(cap), jitter);
+    d.as_millis().div_ceil(1000).max(1) as i64
 }
 
 /// How the loop waits; `false` means stop (SIGTERM/SIGINT).
-pub trait Waiter {
-    fn wait_until(&mut self, at: i64) -> bool;
-    fn now(&self) -> i64;
-    fn jitter(&self) -> f64;
+pub(crate) trait Waiter {
+    /// Waits until `at` (unix seconds on the loop's clock; it is `now` now).
+    fn wait_until(&mut self, at: i64, now: i64) -> bool;
+    /// A number in [0, 1) that spreads retries.
+    fn jitter(&mut self) -> f64;
 }
 
 /// Runs until the waiter says stop, telling `log` what each turn did.
-pub fn run(
+pub(crate) fn run(
     job: &Job,
     every: i64,
     tokens: &dyn TokenSource,
     api: &dyn VariablesApi,
+    clock: &dyn Clock,
     waiter: &mut dyn Waiter,
     log: &mut dyn FnMut(String),
 ) {
     let mut state = State::default();
     loop {
-        let now = waiter.now();
-        let s = step(&mut state, now, waiter.jitter(), every, job, tokens, api);
+        let jitter = waiter.jitter();
+        let s = step(&mut state, clock.now(), jitter, every, job, tokens, api);
         let when = crate::tokens::format_time(s.next_at);
         match &s.result {
             Ok(o) => log(format!(
@@ -238,18 +238,25 @@ pub fn run(
                 describe(*o)
             )),
             Err(e) => log(format!(
-                "{} on {}: {e}; retrying at {when} (failure {} in a row)",
-                job.key, job.owner, state.failures
+                "{} on {}: {e}; retrying at {when} (failure {} in a row{})",
+                job.key,
+                job.owner,
+                state.failures,
+                if e.is_transient() {
+                    ""
+                } else {
+                    "; this needs a fix, not a wait"
+                }
             )),
         }
-        if !waiter.wait_until(s.next_at) {
+        if !waiter.wait_until(s.next_at, clock.now()) {
             log("stopping: SIGTERM or SIGINT received".into());
             return;
         }
     }
 }
 
-pub fn describe(o: Outcome) -> &'static str {
+pub(crate) fn describe(o: Outcome) -> &'static str {
     match o {
         Outcome::Created => "created",
         Outcome::Updated => "updated",
@@ -257,8 +264,8 @@ pub fn describe(o: Outcome) -> &'static str {
     }
 }
 
-/// The real waiter: the system clock, and a sleep that SIGTERM or SIGINT ends.
-pub struct SignalWaiter {
+/// The real waiter: a sleep that SIGTERM or SIGINT ends.
+pub(crate) struct SignalWaiter {
     rt: tokio::runtime::Runtime,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -266,7 +273,7 @@ pub struct SignalWaiter {
 
 impl SignalWaiter {
     /// Installs the handlers now, so a signal during a sync is not lost.
-    pub fn new() -> std::io::Result<SignalWaiter> {
+    pub(crate) fn new() -> std::io::Result<SignalWaiter> {
         use tokio::signal::unix::{signal, SignalKind};
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -282,8 +289,8 @@ impl SignalWaiter {
 }
 
 impl Waiter for SignalWaiter {
-    fn wait_until(&mut self, at: i64) -> bool {
-        let secs = (at - self.now()).max(0) as u64;
+    fn wait_until(&mut self, at: i64, now: i64) -> bool {
+        let secs = (at - now).max(0) as u64;
         let (term, int) = (&mut self.term, &mut self.int);
         self.rt.block_on(async {
             tokio::select! {
@@ -294,20 +301,117 @@ impl Waiter for SignalWaiter {
         })
     }
 
-    fn now(&self) -> i64 {
-        crate::tokens::system_now()
+    fn jitter(&mut self) -> f64 {
+        crate::backoff::random_draw()
     }
+}
 
-    fn jitter(&self) -> f64 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        // A cheap mix of the clock's low bits: spread, not secrecy.
-        let x =
-            (nanos as u64 ^ (std::process::id() as u64) << 16).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+/// `gitlab sync-variable` as the command line asks for it.
+#[derive(Clone, Debug)]
+pub(crate) struct SyncRequest {
+    pub job: Job,
+    /// Registry hosts; empty: every registry in the ecr-auth config file.
+    pub registries: Vec<String>,
+    pub gitlab_url: String,
+    /// Send the GitLab token over plain HTTP to a host that is not loopback.
+    pub allow_plain_http: bool,
+    /// The variable that holds the GitLab access token.
+    pub token_env: String,
+    /// Keep running, refreshing at least this often.
+    pub every: Option<std::time::Duration>,
+    /// Get AWS credentials with the job's OIDC token instead of the default chain.
+    pub role: Option<super::oidc::RoleLogin>,
+}
+
+/// Syncs once, or keeps syncing until SIGTERM/SIGINT; says what it did on `notes`.
+pub(crate) fn command(
+    req: SyncRequest,
+    env: &crate::env::Env,
+    config: crate::config::Config,
+    clock: crate::clock::SharedClock,
+    notes: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let every = match req.every {
+        Some(d) => {
+            anyhow::ensure!(
+                d.as_secs() >= 60,
+                "--every must be at least 1m, not {}",
+                humantime::format_duration(d)
+            );
+            Some(d.as_secs() as i64)
+        }
+        None => None,
+    };
+    let registries = config.registries_or(req.registries.clone())?;
+    let (tokens, session) = match &req.role {
+        Some(login) => {
+            let (t, session) = super::oidc::role_tokens(env, config, login, clock.clone())?;
+            (t, Some(session))
+        }
+        None => (
+            crate::tokens::Tokens::builder(env.clone(), config)
+                .clock(clock.clone())
+                .in_memory()
+                .build(),
+            None,
+        ),
+    };
+    let token = env
+        .get(&req.token_env)
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .with_context(|| {
+            format!(
+                "${} is empty: set it to a GitLab access token with the `api` scope (Maintainer on the project, Owner on the group)",
+                req.token_env
+            )
+        })?;
+    let api = super::variables::GitLab::new(
+        &req.gitlab_url,
+        Secret::new(token.to_string()),
+        req.allow_plain_http,
+    )?;
+    let source = RegistryTokens {
+        tokens: &tokens,
+        registries,
+    };
+    let job = &req.job;
+    match every {
+        None => {
+            let t = source.tokens()?;
+            if let (Some(login), Some(session)) = (&req.role, &session) {
+                writeln!(
+                    notes,
+                    "ecr-auth: assumed {} as session {session}",
+                    login.role_arn
+                )?;
+            }
+            let outcome = sync_once(job, &t, &api)?;
+            writeln!(
+                notes,
+                "ecr-auth: {} on {}: {}",
+                job.key,
+                job.owner,
+                describe(outcome)
+            )?;
+        }
+        Some(every) => {
+            let mut waiter = SignalWaiter::new().context("cannot install the SIGTERM handler")?;
+            run(
+                job,
+                every,
+                &source,
+                &api,
+                &*clock,
+                &mut waiter,
+                &mut |line| {
+                    let _ = writeln!(notes, "ecr-auth: {line}");
+                },
+            );
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -337,11 +441,17 @@ mod tests {
         var: RefCell<Option<Variable>>,
         writes: RefCell<Vec<(&'static str, Settings)>>,
         fail: RefCell<Option<u16>>,
+        /// Fail this many reads, then answer.
+        fail_times: RefCell<u32>,
     }
 
     impl VariablesApi for Store {
         fn get(&self, _: &Owner, _: &str, _: &str) -> Result<Option<Variable>, ApiError> {
-            if let Some(status) = *self.fail.borrow() {
+            let failing = *self.fail_times.borrow() > 0;
+            if failing {
+                *self.fail_times.borrow_mut() -= 1;
+            }
+            if let Some(status) = self.fail.borrow().or(failing.then_some(503)) {
                 return Err(ApiError::Server {
                     method: "GET".into(),
                     url: "u".into(),
@@ -425,11 +535,18 @@ mod tests {
             assert!(s.result.unwrap_err().is_transient());
             waits.push(s.next_at);
         }
-        assert_eq!(waits, vec![7, 15, 30, 60, 120, 240, 300, 300]);
+        // Backoff::DAEMON, in whole seconds: 0.5 s rounds up to 1.
+        assert_eq!(waits, vec![1, 1, 2, 4, 8, 16, 32, 64]);
         assert_eq!(state.failures, 8);
         // jitter spreads within [cap/2, cap)
-        assert_eq!(backoff(1, 3600, 0.99), 14);
+        assert_eq!(backoff(4, 3600, 0.0), 4);
+        assert_eq!(backoff(4, 3600, 0.99), 8);
         assert_eq!(backoff(30, 120, 0.0), 60, "never longer than every");
+        assert_eq!(
+            backoff(30, 86_400, 0.0),
+            150,
+            "at most Backoff::DAEMON's 5 minutes"
+        );
         *store.fail.borrow_mut() = None;
         let s = step(&mut state, 100, 0.0, 3600, &job(), &src, &store);
         assert!(s.result.is_ok());
@@ -448,6 +565,65 @@ mod tests {
             next_after_success(1_700_000_000, &t, 3600),
             1_700_000_000 + MIN_INTERVAL
         );
+    }
+
+    /// Moves the injected clock to each wake-up time instead of sleeping.
+    struct Jump {
+        clock: std::sync::Arc<crate::clock::ManualClock>,
+        waits: Vec<i64>,
+        stop_after: usize,
+    }
+
+    impl Waiter for Jump {
+        fn wait_until(&mut self, at: i64, now: i64) -> bool {
+            self.waits.push(at - now);
+            self.clock.set(at.max(now));
+            self.waits.len() < self.stop_after
+        }
+        fn jitter(&mut self) -> f64 {
+            0.0
+        }
+    }
+
+    #[test]
+    fn the_loop_backs_off_on_its_clock_then_refreshes_at_half_life() {
+        let start = 1_700_000_000;
+        let clock = crate::clock::ManualClock::new(start);
+        let store = Store::default();
+        *store.fail_times.borrow_mut() = 3;
+        let src = Fixed(vec![token(
+            "1.dkr.ecr.eu-west-1.amazonaws.com",
+            "pw",
+            start,
+        )]);
+        let mut waiter = Jump {
+            clock: clock.clone(),
+            waits: Vec::new(),
+            stop_after: 6,
+        };
+        let mut log = Vec::new();
+        run(
+            &job(),
+            86_400,
+            &src,
+            &store,
+            &*clock,
+            &mut waiter,
+            &mut |l| log.push(l),
+        );
+        // Three failures: 1 s, 1 s, 2 s (Backoff::DAEMON, no jitter); then the
+        // variable is created and the next refresh is at half the token's
+        // 12 h (from the clock's now), then again `every`-capped refreshes.
+        assert_eq!(waiter.waits[..4], [1, 1, 2, 21_600 - 4]);
+        assert_eq!(store.writes.borrow()[0].0, "create");
+        assert!(log[0].contains("(failure 1 in a row)"), "{log:?}");
+        assert!(log[2].contains("(failure 3 in a row)"), "{log:?}");
+        assert!(
+            log[3].contains("created; next refresh at 2023-11-15T04:13:20Z"),
+            "{log:?}"
+        );
+        assert_eq!(log.last().unwrap(), "stopping: SIGTERM or SIGINT received");
+        assert_eq!(clock.now(), start + waiter.waits.iter().sum::<i64>());
     }
 
     #[test]

@@ -1,28 +1,24 @@
-//! GitLab's CI/CD variables REST API (project and group level), over hyper and
-//! rustls: `GET`/`PUT /…/variables/:key` (404 → `POST /…/variables`),
-//! `PRIVATE-TOKEN` header, fields `value`, `protected`, `masked`, `raw`,
-//! `environment_scope`. Blocking: each call runs on the client's own
-//! single-thread runtime.
+//! GitLab's CI/CD variables REST API (project and group level), over the
+//! crate's HTTP client ([`crate::http`]): `GET`/`PUT /…/variables/:key` (404 →
+//! `POST /…/variables`), `PRIVATE-TOKEN` header, fields `value`, `protected`,
+//! `masked`, `raw`, `environment_scope`. Blocking.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+use crate::http::{BlockingClient, HttpError};
 use crate::secret::Secret;
 
-pub const DEFAULT_URL: &str = "https://gitlab.com/api/v4";
+pub(crate) const DEFAULT_URL: &str = "https://gitlab.com/api/v4";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whose variable: a project or a group, by numeric id or full path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     Project(String),
     Group(String),
 }
@@ -47,18 +43,18 @@ impl std::fmt::Display for Owner {
 
 /// A variable as GitLab returns it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Variable {
-    pub key: String,
+pub(crate) struct Variable {
+    pub(crate) key: String,
     #[serde(deserialize_with = "secret")]
-    pub value: Secret<String>,
+    pub(crate) value: Secret<String>,
     #[serde(default)]
-    pub protected: bool,
+    pub(crate) protected: bool,
     #[serde(default)]
-    pub masked: bool,
+    pub(crate) masked: bool,
     #[serde(default)]
-    pub raw: bool,
+    pub(crate) raw: bool,
     #[serde(default = "all_environments")]
-    pub environment_scope: String,
+    pub(crate) environment_scope: String,
 }
 
 fn all_environments() -> String {
@@ -71,16 +67,16 @@ fn secret<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Secret<String>, D::E
 
 /// What to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub value: Secret<String>,
-    pub protected: bool,
-    pub masked: bool,
-    pub raw: bool,
-    pub environment_scope: String,
+pub(crate) struct Settings {
+    pub(crate) value: Secret<String>,
+    pub(crate) protected: bool,
+    pub(crate) masked: bool,
+    pub(crate) raw: bool,
+    pub(crate) environment_scope: String,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("GitLab rejected the token in GITLAB_TOKEN ({status}) at {url}: use a personal, group or project access token with the `api` scope, and check it has not expired")]
     Unauthorized { url: String, status: u16 },
     #[error("GitLab refused access to the variables of {owner} (403 Forbidden): the token's user or bot needs the Maintainer role there (Owner for group variables)")]
@@ -115,18 +111,20 @@ pub enum ApiError {
     BadUrl(String),
     #[error("cannot set up the HTTPS client: {0}")]
     Setup(String),
+    #[error("--gitlab-url {0} is plain HTTP to a host that is not this machine: the GitLab token would cross the network readable by anyone on the way. Use https://, or pass --allow-plain-http if the network is yours")]
+    PlainHttp(String),
 }
 
 impl ApiError {
     /// Worth trying again later (GitLab or the network hiccupped).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, ApiError::Server { .. } | ApiError::Transport { .. })
             || matches!(self, ApiError::Rejected { status: 429, .. })
     }
 }
 
 /// The variables API as the sync loop sees it.
-pub trait VariablesApi {
+pub(crate) trait VariablesApi {
     /// The variable for an environment scope, or `None` if it does not exist.
     fn get(&self, owner: &Owner, key: &str, scope: &str) -> Result<Option<Variable>, ApiError>;
     fn create(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError>;
@@ -134,39 +132,30 @@ pub trait VariablesApi {
 }
 
 /// The real client.
-pub struct GitLab {
+pub(crate) struct GitLab {
     base: String,
     token: Secret<String>,
-    rt: tokio::runtime::Runtime,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: BlockingClient,
 }
 
 impl GitLab {
     /// `base_url` is the API root (`https://gitlab.com/api/v4`); a bare
     /// instance URL gets `/api/v4` added.
-    pub fn new(base_url: &str, token: Secret<String>) -> Result<GitLab, ApiError> {
+    /// Plain `http://` is refused unless the host is loopback or `allow_plain_http`.
+    pub(crate) fn new(
+        base_url: &str,
+        token: Secret<String>,
+        allow_plain_http: bool,
+    ) -> Result<GitLab, ApiError> {
         let base = api_root(base_url)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ApiError::Setup(e.to_string()))?;
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| ApiError::Setup(format!("no CA certificates: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(https);
-        Ok(GitLab {
-            base,
-            token,
-            rt,
-            client,
-        })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
+        if !allow_plain_http && !transport_is_private(&base) {
+            return Err(ApiError::PlainHttp(base));
+        }
+        let http = BlockingClient::new(TIMEOUT).map_err(|e| match e {
+            HttpError::Setup(m) => ApiError::Setup(m),
+            other => ApiError::Setup(other.to_string()),
+        })?;
+        Ok(GitLab { base, token, http })
     }
 
     /// One request; the status and body of any answer.
@@ -196,30 +185,11 @@ impl GitLab {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| transport(e.to_string()))?;
-        self.rt.block_on(async {
-            let answer = tokio::time::timeout(TIMEOUT, async {
-                let resp = self
-                    .client
-                    .request(req)
-                    .await
-                    .map_err(|e| transport(crate::cli::report(&anyhow::Error::new(e))))?;
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| transport(e.to_string()))?
-                    .to_bytes();
-                Ok((status, body))
-            })
-            .await;
-            answer.unwrap_or_else(|_| {
-                Err(transport(format!(
-                    "no answer within {}s",
-                    TIMEOUT.as_secs()
-                )))
-            })
-        })
+        match self.http.send(req) {
+            Ok(r) => Ok((r.status, r.body)),
+            Err(HttpError::Setup(e)) => Err(ApiError::Setup(e)),
+            Err(e) => Err(transport(e.to_string())),
+        }
     }
 
     fn write(
@@ -344,7 +314,7 @@ impl VariablesApi for GitLab {
 }
 
 /// `https://host` → `https://host/api/v4`; `…/api/v4/` → `…/api/v4`.
-pub fn api_root(url: &str) -> Result<String, ApiError> {
+pub(crate) fn api_root(url: &str) -> Result<String, ApiError> {
     let u = url.trim().trim_end_matches('/');
     let valid = (u.starts_with("https://") || u.starts_with("http://"))
         && u.split("://").nth(1).is_some_and(|rest| !rest.is_empty())
@@ -357,6 +327,22 @@ pub fn api_root(url: &str) -> Result<String, ApiError> {
     } else {
         format!("{u}/api/v4")
     })
+}
+
+/// `https://…`, or `http://` to this machine (127.0.0.0/8, ::1, localhost).
+fn transport_is_private(api_root: &str) -> bool {
+    let Some(rest) = api_root.strip_prefix("http://") else {
+        return true;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn scope_filter(scope: &str) -> String {
@@ -380,7 +366,7 @@ fn api_message(body: &[u8]) -> String {
 }
 
 /// Percent-encodes a path segment or query value (project paths carry `/`).
-pub fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     crate::url::encode_component(s)
 }
 
@@ -408,6 +394,27 @@ mod tests {
             Owner::Project("group/sub/proj".into()).api_path(),
             "projects/group%2Fsub%2Fproj"
         );
+        for (url, private) in [
+            ("https://gitlab.example.com/api/v4", true),
+            ("http://127.0.0.1:8080/api/v4", true),
+            ("http://127.9.9.9/api/v4", true),
+            ("http://[::1]:80/api/v4", true),
+            ("http://localhost/api/v4", true),
+            ("http://gitlab.example.com/api/v4", false),
+            ("http://127.0.0.1.evil.example/api/v4", false),
+            ("http://10.0.0.5:8080/api/v4", false),
+        ] {
+            assert_eq!(transport_is_private(url), private, "{url}");
+        }
+        let token = || Secret::new("glpat-x".to_string());
+        let e = GitLab::new("http://gitlab.example.com", token(), false)
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("plain HTTP") && !e.to_string().contains("glpat"),
+            "{e}"
+        );
+        assert!(GitLab::new("http://gitlab.example.com", token(), true).is_ok());
         assert_eq!(scope_filter("*"), "");
         assert_eq!(
             scope_filter("review/*"),

@@ -142,8 +142,9 @@ fn timed_out(req: &FetchRequest, source: &str, endpoint: Option<String>) -> Toke
                 "getting an ECR token for {} from {endpoint} (credentials: {source})",
                 req.target.scope()
             ),
-            cause: format!("no answer within {secs}"),
-            advice: "Check the network path to that endpoint (firewall, proxy, AWS_ENDPOINT_URL); ECR_AUTH_TIMEOUT sets the deadline".into(),
+            // No answer, or only errors and retries (throttling) until the deadline.
+            cause: format!("no token within {secs}"),
+            advice: "Check the network path to that endpoint (firewall, proxy, AWS_ENDPOINT_URL) and whether AWS is throttling; ECR_AUTH_TIMEOUT sets the deadline".into(),
         },
         None => TokenError::Aws {
             what: format!("looking up AWS credentials ({source})"),

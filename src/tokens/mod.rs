@@ -554,8 +554,15 @@ impl Tokens {
             Err(e) if e.is_not_found() => Err(e),
             Err(e) => match &slot.cached {
                 Some(c) if c.is_valid(now) => {
+                    // One sentence: what failed and what is served instead (the
+                    // advice of a cold failure does not apply: nothing is broken yet).
+                    let failed = match &e {
+                        TokenError::Aws { what, cause, .. } => format!("{what} failed: {cause}"),
+                        other => other.to_string(),
+                    };
                     tracing::warn!(
-                        "AWS failed ({e}); using the cached ECR token for {}, valid until {}",
+                        "{failed} (refresh budget {}, ECR_AUTH_REFRESH_TIMEOUT); using the cached ECR token for {}, valid until {}",
+                        humantime::format_duration(self.limits.refresh_budget),
                         c.scope,
                         format_time(c.expires_at)
                     );

@@ -77,7 +77,7 @@ fn auth_configs(doc: &toml::Value) -> Vec<(String, Option<serde_json::Value>)> {
                 .and_then(|e| {
                     e.iter()
                         .filter_map(|x| x.as_str()?.strip_prefix("DOCKER_AUTH_CONFIG="))
-                        .last()
+                        .next_back()
                 })
                 .map(|s| serde_json::from_str(s).expect("DOCKER_AUTH_CONFIG is JSON"));
             (name, v)
@@ -144,7 +144,7 @@ fn check_case(case: &Path) {
     let run = |extra: &[&str]| {
         let out = common::run(
             ecr_auth(dir)
-                .args(["configure", "gitlab-runner", "--config"])
+                .args(["configure", "gitlab-runner", "--runner-config"])
                 .arg(&config)
                 .args(&args)
                 .args(extra),
@@ -390,7 +390,7 @@ fn bad_input(config_text: &str, args: &[&str], needles: &[&str]) {
     let before = std::fs::metadata(&config).unwrap().modified().unwrap();
     let out = common::run(
         ecr_auth(tmp.path())
-            .args(["configure", "gitlab-runner", "--config"])
+            .args(["configure", "gitlab-runner", "--runner-config"])
             .arg(&config)
             .args(args),
     );
@@ -519,14 +519,131 @@ fn a_missing_config_file_is_named() {
     let tmp = common::TempDir::new("rmiss");
     let out = common::run(
         ecr_auth(tmp.path())
-            .args(["configure", "gitlab-runner", "--config"])
+            .args(["configure", "gitlab-runner", "--runner-config"])
             .arg(tmp.join("nope.toml"))
             .args(["--registry", ECR]),
     );
     assert_eq!(out.status.code(), Some(1));
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains("cannot read") && e.contains("nope.toml") && e.contains("--config"),
+        e.contains("cannot read") && e.contains("nope.toml") && e.contains("--runner-config"),
         "{e}"
+    );
+}
+
+#[test]
+fn the_runner_file_and_the_ecr_auth_config_are_never_confused() {
+    let tmp = common::TempDir::new("rtwo");
+    let runner = tmp.join("config.toml");
+    let original =
+        std::fs::read_to_string(data().join("runner-config/01-register-default/config.toml"))
+            .unwrap();
+    std::fs::write(&runner, &original).unwrap();
+    let ecr = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &ecr,
+        "[[registry]]\nhost = \"registry.internal:5000\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n",
+    )
+    .unwrap();
+    let cmd = || {
+        let mut c = ecr_auth(tmp.path());
+        c.env("ECR_AUTH_CONFIG", "/nonexistent/env-ecr-auth.toml");
+        c
+    };
+    // The bug: the global --config was silently dropped for the runner's --config.
+    let out = common::run(
+        cmd()
+            .arg("--config")
+            .arg(&ecr)
+            .args(["configure", "gitlab-runner", "--config"])
+            .arg(&runner)
+            .args(["--registry", "registry.internal:5000"]),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("--config is given twice")
+            && e.contains(&format!(
+                "`ecr-auth --config {}` names the ecr-auth config file",
+                ecr.display()
+            ))
+            && e.contains(&format!("--runner-config {}", runner.display())),
+        "{e}"
+    );
+    assert_eq!(std::fs::read_to_string(&runner).unwrap(), original);
+
+    // Each file under its own name: the mapped host comes from the ecr-auth config,
+    // given before the command or after it.
+    for global_after in [false, true] {
+        std::fs::write(&runner, &original).unwrap();
+        let mut c = cmd();
+        if !global_after {
+            c.arg("--config").arg(&ecr);
+        }
+        c.args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(&runner);
+        if global_after {
+            c.arg("--config").arg(&ecr);
+        }
+        let out = common::run(c.args(["--registry", "registry.internal:5000"]));
+        assert!(out.status.success(), "{}", text(&out));
+        let after = std::fs::read_to_string(&runner).unwrap();
+        assert!(
+            after.contains(r#"\"registry.internal:5000\":\"ecr-login\""#)
+                || after.contains(r#""registry.internal:5000":"ecr-login""#),
+            "{after}"
+        );
+    }
+
+    // The older spelling alone still names the runner's file; the ecr-auth config
+    // then comes from $ECR_AUTH_CONFIG (here: missing, so the mapped host is unknown).
+    std::fs::write(&runner, &original).unwrap();
+    let out = common::run(
+        cmd()
+            .args(["configure", "gitlab-runner", "--config"])
+            .arg(&runner)
+            .args(["--registry", "registry.internal:5000"]),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("env-ecr-auth.toml"),
+        "the ecr-auth config named by the environment: {e}"
+    );
+    let out = common::run(
+        cmd()
+            .env_remove("ECR_AUTH_CONFIG")
+            .args(["configure", "gitlab-runner", "--config"])
+            .arg(&runner)
+            .args(["--registry", ECR]),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::read_to_string(&runner).unwrap().contains(ECR));
+
+    // Only the ecr-auth config: the runner's file is asked for by its name.
+    let out = common::run(cmd().arg("--config").arg(&ecr).args([
+        "configure",
+        "gitlab-runner",
+        "--registry",
+        ECR,
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("names the ecr-auth config file") && e.contains("--runner-config PATH"),
+        "{e}"
+    );
+
+    // Elsewhere the global --config is one file: twice is a usage error, not a silent pick.
+    let out = common::run(cmd().arg("--config").arg(&ecr).args([
+        "get-login-password",
+        "--config",
+        "/tmp/other.toml",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--config is given twice"),
+        "{}",
+        text(&out)
     );
 }

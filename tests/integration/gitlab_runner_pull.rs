@@ -41,7 +41,7 @@ fn runner_wiring(config_toml: &Path) -> (String, Vec<String>) {
         .unwrap()
         .iter()
         .filter_map(|e| e.as_str()?.strip_prefix("DOCKER_AUTH_CONFIG="))
-        .last()
+        .next_back()
         .expect("DOCKER_AUTH_CONFIG in environment")
         .to_string();
     let volumes = r
@@ -64,10 +64,10 @@ fn configure(tmp: &TempDir, ecr_config: &Path, extra: &[&str]) -> PathBuf {
         Command::new(common::bin())
             .env_remove("ECR_AUTH_CONFIG")
             .env("HOME", tmp.join("home"))
-            .args(["configure", "gitlab-runner", "--config"])
-            .arg(&config)
-            .arg("--ecr-auth-config")
+            .arg("--config")
             .arg(ecr_config)
+            .args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(&config)
             .args(extra),
     );
     config

@@ -513,3 +513,90 @@ fn components_are_stopped_and_cleaned_up_on_drop() {
 fn a_missing_program_is_a_failure_not_a_skip() {
     tool("ecr-auth-lab-no-such-program");
 }
+
+/// The sick-AWS modes of the token endpoint, on the wire and through the Rust SDK (whose
+/// standard retry must see our throttling answer as throttling): N throttled calls then
+/// tokens, FIPS proxy endpoints, and a black hole that takes a request and never answers
+/// while the control endpoints keep working.
+#[tokio::test]
+async fn token_server_throttles_names_fips_hosts_and_black_holes() {
+    let ts = TokenServer::start();
+    ts.set_throttle(2);
+    for _ in 0..2 {
+        let r = raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["__type"], "ThrottlingException");
+        assert_eq!(r.header("x-amzn-errortype"), Some("ThrottlingException"));
+    }
+    assert_eq!(
+        raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr").status,
+        200
+    );
+    assert_eq!((ts.calls(), ts.throttled(), ts.issued()), (3, 2, 1));
+
+    // The SDK's standard retry (3 attempts) rides out 2 throttled answers.
+    ts.reset_calls();
+    ts.set_throttle(2);
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&ts.endpoint)
+        .region(aws_types::region::Region::new("eu-west-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIAECRAUTHLABTEST00",
+            "secret",
+            None,
+            None,
+            "lab",
+        ))
+        .load()
+        .await;
+    let out = aws_sdk_ecr::Client::new(&config)
+        .get_authorization_token()
+        .send()
+        .await
+        .expect("GetAuthorizationToken after two throttled attempts");
+    assert_eq!(
+        decode_password(out.authorization_data()[0].authorization_token().unwrap()),
+        ts.password()
+    );
+    assert_eq!((ts.calls(), ts.throttled(), ts.issued()), (3, 2, 1));
+
+    ts.set_fips(true);
+    let r = raw_get_token(&ts.endpoint, ECR, "us-east-1", "ecr");
+    assert_eq!(
+        r.json()["authorizationData"][0]["proxyEndpoint"],
+        format!("https://{TOKEN_SERVER_ACCOUNT}.dkr.ecr-fips.us-east-1.amazonaws.com")
+    );
+    ts.set_fips(false);
+
+    ts.set_black_hole(true);
+    let wait = Duration::from_millis(1500);
+    let t = Instant::now();
+    let auth = sigv4("eu-west-1", "ecr");
+    let err = http_within(
+        "POST",
+        &format!("{}/", ts.endpoint),
+        &[
+            ("Content-Type", "application/x-amz-json-1.1"),
+            ("X-Amz-Target", ECR),
+            ("Authorization", &auth),
+        ],
+        b"{}",
+        wait,
+    )
+    .expect_err("a black hole never answers");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "a timeout, not a closed connection: {err}"
+    );
+    assert!(t.elapsed() >= wait, "{:?}", t.elapsed());
+    assert_eq!(ts.held(), 1, "the control endpoints still answer");
+    ts.set_black_hole(false);
+    assert_eq!(
+        raw_get_token(&ts.endpoint, ECR, "eu-west-1", "ecr").status,
+        200
+    );
+    assert_eq!((ts.calls(), ts.held(), ts.issued()), (6, 1, 3));
+}

@@ -50,6 +50,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<HttpResponse> {
+    http_within(method, url, headers, body, IO_TIMEOUT)
+}
+
+/// [`http`] with its own read/write timeout: an answer that does not come within
+/// `timeout` is an error of kind `WouldBlock` or `TimedOut` (e.g. from a black hole).
+pub fn http_within(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<HttpResponse> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -67,8 +79,8 @@ pub fn http(
         )
     })?;
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     exchange(stream, authority, method, path, headers, body)
 }
 

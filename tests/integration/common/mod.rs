@@ -7,7 +7,8 @@
 //! the failure).
 //!
 //! Components: [`Moto`] (AWS API: STS, ECR), [`TokenServer`] (our own ECR token endpoint
-//! with real expiries and rotation, `lab/token_server.py`), [`Registry`] (Debian
+//! with real expiries and rotation, `lab/token_server.py`, which can also play a sick AWS:
+//! throttling, a black hole, see its docs), [`Registry`] (Debian
 //! `docker-registry` with htpasswd user `AWS`), [`Dockerd`] (a private Docker daemon,
 //! optionally a one-node Swarm), [`podman`] and [`skopeo`] commands with private storage.
 //!
@@ -18,6 +19,9 @@
 //! Fixtures are per test: keep them in locals (not statics, which are never dropped).
 //! Declare a component before the ones that use its files (e.g. a `TokenServer` before the
 //! `Registry` reading its htpasswd), so that it is dropped after them.
+//! [`token_cache`] reads ecr-auth's token cache and ages an entry (past half-life, expired)
+//! by rewriting its timestamps, so time-dependent behaviour is tested without sleeping.
+//!
 //! Set `ECR_AUTH_LAB_KEEP=1` to keep the temp dirs (and logs) for a post-mortem.
 //!
 //! Only the standard library and `serde_json` (already a dependency of the crate) are used.
@@ -29,10 +33,11 @@ mod moto;
 mod podman;
 mod process;
 mod registry;
+pub mod token_cache;
 mod token_server;
 
 pub use dockerd::Dockerd;
-pub use http::{base64, base64_decode, basic_auth, http, http_unix, HttpResponse};
+pub use http::{base64, base64_decode, basic_auth, http, http_unix, http_within, HttpResponse};
 pub use moto::{Moto, MOTO_ACCOUNT, MOTO_EXPIRES_AT, MOTO_PASSWORD};
 pub use podman::{podman, skopeo};
 pub use process::Proc;

@@ -1,5 +1,7 @@
 //! Our own ECR token endpoint (`lab/token_server.py`): real expiries (`now + ttl`), ~2.5 KB
-//! passwords that change on rotation, call counters, injected failures and delays. Speaks
+//! passwords that change on rotation, call counters, injected failures and delays, and the
+//! sick-AWS modes: throttling N calls ([`TokenServer::set_throttle`]), a black hole that
+//! accepts and never answers ([`TokenServer::set_black_hole`]), FIPS proxy endpoints. Speaks
 //! the AWS JSON 1.1 protocol of ECR and ECR Public GetAuthorizationToken, so the real SDK
 //! and CLI work against [`TokenServer::endpoint`]. Its htpasswd file (user `AWS`, current
 //! password) is rewritten on every rotation; a [`super::Registry`] started on it accepts
@@ -86,7 +88,7 @@ impl TokenServer {
         super::aws_cli(&self.endpoint)
     }
 
-    fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+    pub fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
         let url = format!("{}{path}", self.endpoint);
         let r = super::http(
             method,
@@ -174,6 +176,40 @@ impl TokenServer {
     /// Delay before every GetAuthorizationToken answer.
     pub fn set_delay_ms(&self, ms: u64) {
         self.control("POST", "/_lab/config", &format!(r#"{{"delay_ms":{ms}}}"#));
+    }
+
+    /// The next `n` GetAuthorizationToken calls answer HTTP 400 `ThrottlingException`
+    /// (the JSON protocol's `__type`), later ones succeed; see [`TokenServer::throttled`].
+    pub fn set_throttle(&self, n: u64) {
+        self.control("POST", "/_lab/config", &format!(r#"{{"throttle":{n}}}"#));
+    }
+
+    /// Calls answered with `ThrottlingException`.
+    pub fn throttled(&self) -> u64 {
+        self.counters()["throttled"].as_u64().expect("throttled")
+    }
+
+    /// A black-holed AWS at this same endpoint (so cache keys, which include the
+    /// endpoint, stay the same): GetAuthorizationToken requests are accepted, read,
+    /// counted and never answered; the connections are held until the server stops.
+    /// The control endpoints keep answering.
+    pub fn set_black_hole(&self, on: bool) {
+        self.control("POST", "/_lab/config", &format!(r#"{{"black_hole":{on}}}"#));
+    }
+
+    /// Requests the black hole has swallowed.
+    pub fn held(&self) -> u64 {
+        self.counters()["held"].as_u64().expect("held")
+    }
+
+    /// `proxyEndpoint` names the FIPS registry host (`<account>.dkr.ecr-fips.<region>...`).
+    pub fn set_fips(&self, on: bool) {
+        self.control("POST", "/_lab/config", &format!(r#"{{"fips":{on}}}"#));
+    }
+
+    /// The `host:port` of [`TokenServer::endpoint`], as a message naming it would show it.
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// Rotate the password before every issued token (each call gets a new password).

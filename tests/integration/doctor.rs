@@ -1,0 +1,451 @@
+//! `ecr-auth doctor` against the lab: seeded misconfigurations, each asserting the
+//! first failing step and its fix line, and the healthy case, all ✓.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use base64::Engine;
+
+use crate::common::{self, Registry, TempDir, TokenServer};
+
+const ACCOUNT: &str = "123456789012";
+
+/// A healthy setup: the lab registry mapped to ECR, Docker config with
+/// credHelpers, the helper on PATH, AWS pointed at the lab token server.
+struct Lab {
+    registry: Registry,
+    ts: TokenServer,
+    tmp: TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let ts = TokenServer::start();
+        let registry = Registry::start(&ts.htpasswd);
+        registry.push_test_image("team/app", "1.0", "AWS", &ts.password());
+        let tmp = TempDir::new("doctor");
+        let lab = Lab { registry, ts, tmp };
+        lab.map(&lab.registry.addr.clone());
+        lab.docker_config(
+            &serde_json::json!({"credHelpers": {lab.registry.addr.clone(): "ecr-login"}}),
+        );
+        lab
+    }
+
+    fn map(&self, host: &str) {
+        fs::write(
+            self.tmp.join("config.toml"),
+            format!("[[registry]]\nhost = \"{host}\"\naccount = \"{ACCOUNT}\"\nregion = \"eu-west-1\"\n"),
+        )
+        .unwrap();
+    }
+
+    fn docker_config(&self, doc: &serde_json::Value) {
+        let dir = self.tmp.join("docker");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("config.json"), doc.to_string()).unwrap();
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(common::bin());
+        let home = self.tmp.join("home");
+        fs::create_dir_all(&home).unwrap();
+        common::apply_aws_env(&mut cmd, &self.ts.endpoint)
+            .env("HOME", &home)
+            .env("ECR_AUTH_CONFIG", self.tmp.join("config.toml"))
+            .env("ECR_AUTH_CACHE_DIR", self.tmp.join("cache"))
+            .env("DOCKER_CONFIG", self.tmp.join("docker"))
+            .env("ECR_AUTH_TIMEOUT", "5s")
+            .env(
+                "PATH",
+                common::path_with(&common::helper_path_dir(self.tmp.path())),
+            )
+            .env_remove("ECR_AUTH_BROKER")
+            .env_remove("ECR_AUTH_LOG");
+        cmd
+    }
+
+    fn doctor(&self, cmd: &mut Command, target: &str) -> (Output, serde_json::Value) {
+        let out = cmd
+            .args(["doctor", "--format", "json", target])
+            .output()
+            .unwrap();
+        let json = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", common::output_text(&out)));
+        (out, json)
+    }
+}
+
+/// The id, evidence and fix of the first failing check, and the exit code.
+fn first_failure(out: &Output, json: &serde_json::Value) -> (String, String, String) {
+    assert_eq!(out.status.code(), Some(1), "{}", common::output_text(out));
+    assert_eq!(json["ok"], false);
+    let checks = json["registries"][0]["checks"].as_array().unwrap();
+    let fail = checks
+        .iter()
+        .find(|c| c["status"] == "fail")
+        .unwrap_or_else(|| panic!("no failing check: {json:#}"));
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    (s(&fail["id"]), s(&fail["evidence"]), s(&fail["fix"]))
+}
+
+fn assert_no_secret(lab: &Lab, out: &Output) {
+    let all = common::output_text(out);
+    let password = lab.ts.password();
+    assert!(
+        !all.contains(&password[..40]),
+        "a password was printed: {all}"
+    );
+    assert!(
+        !all.contains("ecr-auth-lab-secret"),
+        "a secret key was printed: {all}"
+    );
+    assert!(
+        !all.contains("AKIAECRAUTHLABTEST00"),
+        "a whole access key id was printed: {all}"
+    );
+}
+
+#[test]
+fn the_healthy_case_passes_every_check_in_text_and_json() {
+    let lab = Lab::new();
+    let image = lab.registry.image("team/app", "1.0");
+    let (out, json) = lab.doctor(&mut lab.command(), &image);
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
+    assert_no_secret(&lab, &out);
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["registries"][0]["registry"], image.as_str());
+    let checks = json["registries"][0]["checks"].as_array().unwrap();
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["name", "wiring", "helper", "identity", "clock", "token", "cache", "registry"]
+    );
+    for c in checks {
+        assert_eq!(c["status"], "ok", "{c}");
+        assert!(c["evidence"].as_str().is_some_and(|e| !e.is_empty()), "{c}");
+        assert!(c.get("fix").is_none(), "{c}");
+        let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["id", "status", "evidence"]);
+    }
+    assert!(checks[3]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("account {ACCOUNT}")));
+    assert!(checks[7]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("team/app:1.0 exists"));
+    // The text form: a checklist of ✓, no colour when not on a terminal.
+    let text = lab.command().args(["doctor", &image]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert_eq!(text.matches("  ✓ ").count(), 8, "{text}");
+    assert!(
+        text.ends_with("All checks passed.\n") && !text.contains('\x1b'),
+        "{text}"
+    );
+}
+
+#[test]
+fn seeded_misconfigurations_name_the_first_broken_step() {
+    let lab = Lab::new();
+    let host = lab.registry.addr.clone();
+    let image = lab.registry.image("team/app", "1.0");
+    type Setup<'a> = Box<dyn Fn(&Lab, &mut Command) -> String + 'a>;
+    let cases: Vec<(&str, Setup, &str, &str, &str)> = vec![
+        (
+            "helper not on PATH",
+            Box::new(|l, cmd| {
+                let empty = l.tmp.join("empty-bin");
+                fs::create_dir_all(&empty).unwrap();
+                cmd.env("PATH", &empty);
+                image.clone()
+            }),
+            "helper",
+            "docker-credential-ecr-login, which is not on PATH",
+            "ecr-auth install --dir /usr/local/bin",
+        ),
+        (
+            "credHelpers names a helper with no binary",
+            Box::new(|l, _| {
+                l.docker_config(&serde_json::json!({"credHelpers": {host.clone(): "ecr-nope"}}));
+                image.clone()
+            }),
+            "helper",
+            "credHelpers names docker-credential-ecr-nope, which is not on PATH",
+            "ecr-auth install",
+        ),
+        (
+            "credsStore ecr-login but only docker-credential-ecr-auth installed",
+            Box::new(|l, cmd| {
+                let dir = l.tmp.join("only-ecr-auth");
+                fs::create_dir_all(&dir).unwrap();
+                let _ = fs::remove_file(dir.join("docker-credential-ecr-auth"));
+                std::os::unix::fs::symlink(common::bin(), dir.join("docker-credential-ecr-auth")).unwrap();
+                cmd.env("PATH", &dir);
+                l.docker_config(&serde_json::json!({"credsStore": "ecr-login"}));
+                image.clone()
+            }),
+            "helper",
+            "(only docker-credential-ecr-auth is)",
+            "installs docker-credential-ecr-login and docker-credential-ecr-auth",
+        ),
+        (
+            "a stale static auths entry instead of the helper",
+            Box::new(|l, _| {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let inner = b64.encode(r#"{"payload":"x","datakey":"y","version":"2","type":"DATA_KEY","expiration":1600000000}"#);
+                let auth = b64.encode(format!("AWS:{inner}"));
+                l.docker_config(&serde_json::json!({"auths": {host.clone(): {"auth": auth}}}));
+                image.clone()
+            }),
+            "wiring",
+            "holding an ECR token that expired at 2020-09-13T12:26:40Z",
+            "remove that auths entry and use the helper: ecr-auth configure docker --registry",
+        ),
+        (
+            "no wiring at all",
+            Box::new(|l, _| {
+                l.docker_config(&serde_json::json!({"auths": {}}));
+                image.clone()
+            }),
+            "wiring",
+            "neither sends",
+            "ecr-auth configure docker --registry",
+        ),
+        (
+            "host neither ECR nor mapped",
+            Box::new(|_, _| "registry.example.org/team/app:1.0".to_string()),
+            "name",
+            "registry.example.org is not an Amazon ECR registry and no [[registry]] entry",
+            "map this name with a [[registry]] entry",
+        ),
+        (
+            "a look-alike host",
+            Box::new(|_, _| "123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil.example".to_string()),
+            "name",
+            "looks like an ECR host but is not one",
+            "use the registry's ECR name",
+        ),
+        (
+            "region typo",
+            Box::new(|_, _| "123456789012.dkr.ecr.eu-wset-1.amazonaws.com".to_string()),
+            "name",
+            "region \"eu-wset-1\" does not exist",
+            "did you mean eu-west-1?",
+        ),
+        (
+            "no AWS credentials at all",
+            Box::new(|_, cmd| {
+                cmd.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+                image.clone()
+            }),
+            "identity",
+            "no AWS credentials found; tried environment variables",
+            "give this user AWS credentials",
+        ),
+        (
+            "a profile that does not exist",
+            Box::new(|l, cmd| {
+                let cfg = l.tmp.join("aws-config");
+                fs::write(&cfg, "[profile other]\nregion = eu-west-1\n").unwrap();
+                cmd.env_remove("AWS_ACCESS_KEY_ID")
+                    .env_remove("AWS_SECRET_ACCESS_KEY")
+                    .env("AWS_CONFIG_FILE", &cfg)
+                    .env("AWS_PROFILE", "nope");
+                image.clone()
+            }),
+            "identity",
+            "nope",
+            "",
+        ),
+        (
+            "AWS answers AccessDenied",
+            Box::new(|l, _| {
+                l.ts.set_fail(Some("denied"));
+                image.clone()
+            }),
+            "token",
+            "AWS answered AccessDeniedException: User: arn:aws:iam::123456789012:user/lab is not authorized to perform: ecr:GetAuthorizationToken",
+            "",
+        ),
+        (
+            "clock skew",
+            Box::new(|l, _| {
+                l.ts.control("POST", "/_lab/config", r#"{"date_offset_s": 3600}"#);
+                image.clone()
+            }),
+            "clock",
+            "this machine's clock is 1h",
+            "set the clock right",
+        ),
+        (
+            "the registry rejects the token (another account's token)",
+            Box::new(|l, cmd| {
+                // Tokens come from another endpoint than the registry trusts.
+                let other = TokenServer::start();
+                common::apply_aws_env(cmd, &other.endpoint);
+                std::mem::forget(other); // stopped when the test process ends
+                let _ = l;
+                image.clone()
+            }),
+            "registry",
+            "with the token: 401 (the registry rejected it)",
+            "the token is for another account or region",
+        ),
+        (
+            "registry unreachable",
+            Box::new(|l, _| {
+                let closed = format!("127.0.0.1:{}", common::free_port());
+                l.map(&closed);
+                l.docker_config(&serde_json::json!({"credHelpers": {closed.clone(): "ecr-login"}}));
+                format!("{closed}/team/app:1.0")
+            }),
+            "registry",
+            "connection refused",
+            "nothing listens there",
+        ),
+        (
+            "the image does not exist",
+            Box::new(|l, _| l.registry.image("team/app", "9.9")),
+            "registry",
+            "no manifest \"9.9\" (HEAD answered 404)",
+            "check the repository and tag",
+        ),
+        (
+            "cache directory of another user, world-writable",
+            Box::new(|l, _| {
+                let cache = l.tmp.join("cache");
+                fs::create_dir_all(&cache).unwrap();
+                fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+                std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+                image.clone()
+            }),
+            "cache",
+            "belongs to uid 65534",
+            "set ECR_AUTH_CACHE_DIR to a directory of this user",
+        ),
+        (
+            "broker socket missing",
+            Box::new(|l, cmd| {
+                cmd.env("ECR_AUTH_BROKER", format!("unix://{}", l.tmp.join("no-broker.sock").display()));
+                image.clone()
+            }),
+            "broker",
+            "no-broker.sock does not exist",
+            "start the broker",
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (what, setup, id, evidence, fix) in &cases {
+        // Back to healthy before each case.
+        lab.ts.set_fail(None);
+        lab.ts
+            .control("POST", "/_lab/config", r#"{"date_offset_s": 0}"#);
+        lab.map(&host);
+        lab.docker_config(&serde_json::json!({"credHelpers": {host.clone(): "ecr-login"}}));
+        let cache = lab.tmp.join("cache");
+        let _ = fs::remove_dir_all(&cache);
+        let mut cmd = lab.command();
+        let target = setup(&lab, &mut cmd);
+        let (out, json) = lab.doctor(&mut cmd, &target);
+        assert_no_secret(&lab, &out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: {}",
+            common::output_text(&out)
+        );
+        let (got_id, got_evidence, got_fix) = first_failure(&out, &json);
+        assert_eq!(&got_id, id, "{what}: {json:#}");
+        assert!(
+            got_evidence.contains(evidence),
+            "{what}: evidence {got_evidence:?}"
+        );
+        assert!(
+            got_fix.contains(fix) && !got_fix.is_empty(),
+            "{what}: fix {got_fix:?}"
+        );
+        seen.push(*what);
+    }
+    assert_eq!(seen.len(), 17);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tmp = TempDir::new("doctor-usage");
+    let out = Command::new(common::bin())
+        .env("HOME", tmp.path())
+        .env_remove("ECR_AUTH_CONFIG")
+        .env("XDG_CONFIG_HOME", tmp.join("config"))
+        .env("DOCKER_CONFIG", tmp.join("docker"))
+        .args(["doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", common::output_text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no registry to check"));
+    let out = Command::new(common::bin())
+        .args(["doctor", "--format", "yaml", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn runner_checks_sit_beside_the_registries() {
+    let lab = Lab::new();
+    let host = lab.registry.addr.clone();
+    let config = lab.tmp.join("runner-config.toml");
+    let write = |auth: &str| {
+        fs::write(
+            &config,
+            format!(
+                "concurrent = 1\n[[runners]]\n  name = \"ci\"\n  executor = \"docker\"\n  environment = ['DOCKER_AUTH_CONFIG={auth}']\n  [runners.docker]\n    privileged = false\n"
+            ),
+        )
+        .unwrap()
+    };
+    write(&format!(r#"{{"credHelpers":{{"{host}":"ecr-login"}}}}"#));
+    let run = || {
+        let out = lab
+            .command()
+            .args(["doctor", "--format", "json", "--gitlab-runner-config"])
+            .arg(&config)
+            .arg(&host)
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", common::output_text(&out)));
+        (out, json)
+    };
+    let (out, json) = run();
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    assert_eq!(json["runner"][0]["id"], "runner");
+    assert_eq!(json["runner"][0]["status"], "ok", "{json:#}");
+    assert!(json["runner"][0]["evidence"]
+        .as_str()
+        .unwrap()
+        .contains("would replace this one entirely"));
+
+    write(r#"{"credHelpers":"#);
+    let (out, json) = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json["ok"], false);
+    assert_eq!(
+        json["registries"][0]["checks"][0]["status"], "ok",
+        "the registry itself is fine"
+    );
+    assert_eq!(json["runner"][0]["status"], "fail");
+    assert!(
+        json["runner"][0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("DOCKER_AUTH_CONFIG in environment is not valid JSON"),
+        "{json:#}"
+    );
+    assert!(json["runner"][0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("ecr-auth configure gitlab-runner"));
+}

@@ -1,0 +1,363 @@
+//! A sick AWS never stalls a pull (issue 7, section 2), end to end: the real binary as
+//! `docker-credential-ecr-login get`, against the lab's token endpoint playing a sick AWS —
+//! a black hole (accepts, never answers), throttling, a FIPS endpoint — and strings on stdin
+//! that are not host names at all.
+//!
+//! Time is moved by rewriting the cache entry (`common::token_cache`), never by sleeping.
+//! The one wall-clock bound the issue asks for is "a cached token past half-life is answered
+//! within 3 s while AWS is black-holed" (with a 1 s refresh budget); the others are loose
+//! ceilings that only catch the old behaviour (the SDK's 30 s operation timeout, its backoff).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::token_cache::{self, TokenAge};
+use crate::common::*;
+use crate::helper_e2e::{feed, lab_env, secret_of, stderr, stdout, NOT_FOUND};
+
+/// A private ECR host: AWS_ENDPOINT_URL sends its token call to the lab, and the helper
+/// never contacts the registry itself.
+const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+const REGION: &str = "eu-west-1";
+const FIPS_HOST: &str = "123456789012.dkr.ecr-fips.us-east-1.amazonaws.com";
+
+/// The token endpoint and a private home, config file (empty) and cache for the helper.
+/// Fields drop in order: nothing here outlives the token server it talks to.
+struct Sick {
+    tokens: TokenServer,
+    tmp: TempDir,
+}
+
+impl Sick {
+    fn new(label: &str) -> Sick {
+        let tokens = TokenServer::start();
+        let tmp = TempDir::new(label);
+        std::fs::write(tmp.join("config.toml"), "# no mappings: ECR hosts only\n").unwrap();
+        Sick { tokens, tmp }
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.tmp.join("cache")
+    }
+
+    /// `docker-credential-ecr-login get` with `stdin`, in the lab environment changed by
+    /// `adjust`; returns its output and how long it took from spawn to exit.
+    fn get_with(&self, stdin: &str, adjust: impl FnOnce(&mut Command)) -> (Output, Duration) {
+        let mut cmd =
+            Command::new(helper_path_dir(self.tmp.path()).join("docker-credential-ecr-login"));
+        lab_env(&mut cmd, &self.tmp, &self.tokens.endpoint).arg("get");
+        adjust(&mut cmd);
+        let start = Instant::now();
+        let out = feed(&mut cmd, stdin);
+        (out, start.elapsed())
+    }
+
+    fn get(&self, stdin: &str, vars: &[(&str, &str)]) -> (Output, Duration) {
+        self.get_with(stdin, |cmd| {
+            cmd.envs(vars.iter().copied());
+        })
+    }
+
+    /// A cold `get` that fills the cache; then its entry is made past half-life (still
+    /// valid for hours). Returns the cached password and the entry's path.
+    fn cached_token_past_half_life(&self) -> (String, PathBuf) {
+        let (o, _) = self.get(HOST, &[]);
+        let password = secret_of(&o);
+        assert_eq!(password, self.tokens.password());
+        let entry = token_cache::only_entry(&self.cache_dir());
+        token_cache::age_entry(&entry, TokenAge::PastHalfLife);
+        (password, entry)
+    }
+}
+
+/// Words that only a `Debug` dump of SDK types shows, never a sentence for a user.
+const DEBUG_MARKS: &[&str] = &[
+    "{",
+    "}",
+    "TimeoutError",
+    "MaybeTimeoutError",
+    "Some(",
+    "kind:",
+    "source:",
+];
+
+/// A message for a user: one line, at most `max` sentences, no `Debug` dump.
+fn assert_plain(what: &str, text: &str, max: usize) {
+    let t = text.trim();
+    assert!(!t.is_empty(), "{what} is empty");
+    assert!(!t.contains('\n'), "{what} is more than one line:\n{t}");
+    for mark in DEBUG_MARKS {
+        assert!(
+            !t.contains(mark),
+            "{what} shows SDK internals ({mark:?}):\n{t}"
+        );
+    }
+    // Host names, versions and times have dots but no ". ": this counts sentences.
+    let sentences = t.split(". ").filter(|s| !s.trim().is_empty()).count();
+    assert!(
+        sentences <= max,
+        "{what} has {sentences} sentences, at most {max} wanted:\n{t}"
+    );
+}
+
+/// The non-empty lines of stderr, without the log level word (` WARN `) in front.
+fn diagnostics(o: &Output) -> Vec<String> {
+    stderr(o)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.strip_prefix("WARN")
+                .map(str::trim_start)
+                .unwrap_or(l)
+                .to_string()
+        })
+        .collect()
+}
+
+/// The error message on stdout (exit 1, not the protocol's not-found), without the
+/// `ecr-auth: ` in front.
+fn failure_message(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(o));
+    let out = stdout(o);
+    assert_ne!(
+        out,
+        NOT_FOUND,
+        "a failure, not a fall-through: {}",
+        output_text(o)
+    );
+    let line = out.trim();
+    line.strip_prefix("ecr-auth:")
+        .map(str::trim_start)
+        .unwrap_or(line)
+        .to_string()
+}
+
+#[test]
+fn black_holed_aws_serves_a_cached_token_past_half_life_within_the_refresh_budget() {
+    let sick = Sick::new("bh-cached");
+    let (password, entry) = sick.cached_token_past_half_life();
+    let aged = token_cache::read_entry(&entry);
+    sick.tokens.set_black_hole(true);
+
+    let (o, took) = sick.get(HOST, &[("ECR_AUTH_REFRESH_TIMEOUT", "1s")]);
+    assert_eq!(secret_of(&o), password, "stderr: {}", stderr(&o));
+    // The issue's bound: answered within 3 s (budget 1 s + process start + margin).
+    assert!(
+        took < Duration::from_secs(3),
+        "answered after {took:?}; the refresh budget was 1 s"
+    );
+    assert!(
+        sick.tokens.held() >= 1,
+        "the helper did not try AWS: the entry was not past half-life"
+    );
+    let lines = diagnostics(&o);
+    assert_eq!(lines.len(), 1, "exactly one warning line: {lines:#?}");
+    let warning = &lines[0];
+    assert_plain("the warning", warning, 1);
+    assert!(
+        warning.contains(&sick.tokens.authority()),
+        "the warning names the endpoint {}: {warning}",
+        sick.tokens.authority()
+    );
+    assert!(
+        warning.to_lowercase().contains("cached"),
+        "the warning says the cached token is used: {warning}"
+    );
+    assert!(!stderr(&o).contains(&password[..40]), "token on stderr");
+    assert_eq!(
+        token_cache::read_entry(&entry),
+        aged,
+        "the cache entry is left as it was"
+    );
+}
+
+#[test]
+fn black_holed_aws_with_no_cache_fails_with_a_plain_error_within_the_deadline() {
+    let sick = Sick::new("bh-cold");
+    sick.tokens.set_black_hole(true);
+
+    let (o, took) = sick.get(HOST, &[("ECR_AUTH_TIMEOUT", "2s")]);
+    assert!(
+        took < Duration::from_secs(8),
+        "failed after {took:?}; the cold deadline was 2 s"
+    );
+    let message = failure_message(&o);
+    assert_plain("the error", &message, 2);
+    assert!(
+        message.contains(&sick.tokens.authority()) && message.contains(REGION),
+        "the error names the endpoint {} and the region {REGION}: {message}",
+        sick.tokens.authority()
+    );
+    for line in diagnostics(&o) {
+        assert_plain("a stderr line", &line, 2);
+    }
+    let all = output_text(&o);
+    assert!(
+        !all.contains("ecr-auth-lab-secret"),
+        "secret key shown: {all}"
+    );
+    assert!(
+        sick.tokens.held() >= 1,
+        "the helper did not reach the endpoint"
+    );
+    assert_eq!(sick.tokens.issued(), 0);
+    assert_eq!(
+        token_cache::entries(&sick.cache_dir()),
+        Vec::<PathBuf>::new()
+    );
+}
+
+#[test]
+fn throttled_aws_is_retried_then_gives_a_token() {
+    let sick = Sick::new("throttled");
+    sick.tokens.set_throttle(2);
+
+    let (o, _) = sick.get(HOST, &[]);
+    assert_eq!(
+        secret_of(&o),
+        sick.tokens.password(),
+        "stderr: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        (
+            sick.tokens.throttled(),
+            sick.tokens.issued(),
+            sick.tokens.calls()
+        ),
+        (2, 1, 3),
+        "(throttled, issued, calls): two throttled attempts, then the token"
+    );
+    for line in diagnostics(&o) {
+        assert_plain("a stderr line", &line, 2);
+    }
+    let entry = token_cache::read_entry(&token_cache::only_entry(&sick.cache_dir()));
+    assert_eq!(entry["password"], sick.tokens.password().as_str());
+}
+
+#[test]
+fn throttling_beyond_the_refresh_budget_serves_the_cached_token() {
+    let sick = Sick::new("throttled-cached");
+    let (password, entry) = sick.cached_token_past_half_life();
+    sick.tokens.set_throttle(1_000_000);
+
+    let (o, took) = sick.get(HOST, &[("ECR_AUTH_REFRESH_TIMEOUT", "1s")]);
+    assert_eq!(secret_of(&o), password, "stderr: {}", stderr(&o));
+    // Loose: the SDK's own backoff would go on far longer without the budget.
+    assert!(
+        took < Duration::from_secs(8),
+        "answered after {took:?}; the refresh budget was 1 s"
+    );
+    assert!(sick.tokens.throttled() >= 1, "AWS was asked and throttled");
+    assert_eq!(
+        sick.tokens.issued(),
+        1,
+        "only the first, cold get got a token"
+    );
+    let lines = diagnostics(&o);
+    assert_eq!(lines.len(), 1, "exactly one warning line: {lines:#?}");
+    assert_plain("the warning", &lines[0], 1);
+    assert!(
+        lines[0].to_lowercase().contains("cached"),
+        "the warning says the cached token is used: {}",
+        lines[0]
+    );
+    assert_eq!(
+        token_cache::read_entry(&entry)["password"],
+        password.as_str()
+    );
+}
+
+#[test]
+fn a_fips_host_with_an_explicit_endpoint_gets_a_token() {
+    let sick = Sick::new("fips");
+    sick.tokens.set_fips(true);
+    // A closed loopback port: whoever uses it instead of the ECR-specific endpoint fails
+    // at once, and nothing leaves the machine.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    // (the variable that names the lab, the environment on top of the lab's)
+    let cases: [(&str, Vec<(&str, String)>); 2] = [
+        ("AWS_ENDPOINT_URL", vec![]),
+        (
+            "AWS_ENDPOINT_URL_ECR",
+            vec![
+                ("AWS_ENDPOINT_URL", closed),
+                ("AWS_ENDPOINT_URL_ECR", sick.tokens.endpoint.clone()),
+            ],
+        ),
+    ];
+    for (n, (var, vars)) in cases.iter().enumerate() {
+        let (o, _) = sick.get_with(FIPS_HOST, |cmd| {
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
+        });
+        assert!(
+            o.status.success(),
+            "FIPS host with {var}: {}",
+            output_text(&o)
+        );
+        assert_eq!(secret_of(&o), sick.tokens.password(), "with {var}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["ServerURL"], FIPS_HOST);
+        assert_eq!(
+            sick.tokens.calls_in("us-east-1"),
+            n as u64 + 1,
+            "with {var}: one token call to the lab"
+        );
+    }
+    // Each endpoint setting is its own identity; both entries are FIPS-scoped tokens.
+    let files = token_cache::entries(&sick.cache_dir());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in files {
+        let e = token_cache::read_entry(&f);
+        assert_eq!(e["scope"], "aws/us-east-1/fips");
+        assert_eq!(
+            e["proxy_endpoint"],
+            "https://123456789012.dkr.ecr-fips.us-east-1.amazonaws.com"
+        );
+    }
+}
+
+#[test]
+fn a_stdin_that_is_not_a_host_is_not_found_with_the_reason_on_stderr() {
+    let sick = Sick::new("not-a-host");
+    for (input, named) in [
+        (
+            ".dkr.ecr.not-real.amazonaws.com",
+            Some(".dkr.ecr.not-real.amazonaws.com"),
+        ),
+        (
+            "/v2/team/app/manifests/1.0\n",
+            Some("/v2/team/app/manifests/1.0"),
+        ),
+        ("https:///v2/", Some("https:///v2/")),
+        ("\u{0}\u{7f}\u{1b}[31m garbage\n", None),
+    ] {
+        let (o, _) = sick.get(input, &[]);
+        assert_eq!(o.status.code(), Some(1), "{input:?}: {}", output_text(&o));
+        assert_eq!(
+            stdout(&o),
+            NOT_FOUND,
+            "{input:?}: stdout must be the protocol's not-found"
+        );
+        let lines = diagnostics(&o);
+        assert_eq!(
+            lines.len(),
+            1,
+            "{input:?}: one reason on stderr: {lines:#?}"
+        );
+        if let Some(named) = named {
+            assert!(
+                lines[0].contains(named),
+                "{input:?}: the reason names the input: {}",
+                lines[0]
+            );
+        }
+        assert!(
+            !stderr(&o).contains('\u{1b}'),
+            "{input:?}: a terminal escape reached stderr raw"
+        );
+    }
+    assert_eq!(sick.tokens.calls(), 0, "nothing reached AWS");
+}

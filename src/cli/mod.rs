@@ -222,7 +222,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Doctor(a) => doctor::run(a, &ctx),
         Command::Serve(a) => serve::run(a, &ctx),
         Command::Version => {
-            println!("ecr-auth {}", crate::VERSION);
+            // The commit and target triple come from build.rs: a bug report then names the
+            // exact build (x86_64 or aarch64, musl or glibc).
+            println!(
+                "ecr-auth {} (commit {}, target {})",
+                crate::VERSION,
+                env!("ECR_AUTH_GIT_COMMIT"),
+                env!("ECR_AUTH_TARGET")
+            );
             Ok(0)
         }
     };

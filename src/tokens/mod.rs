@@ -153,11 +153,6 @@ pub trait Fetch: Send + Sync {
     fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>>;
 }
 
-/// The system clock's now (unix seconds), for code that has no injected clock yet.
-pub fn system_now() -> i64 {
-    crate::clock::Clock::now(&crate::clock::SystemClock)
-}
-
 /// How long AWS may take. A refresh of a token that is still valid gets the
 /// short `refresh_budget` (then the cached token is served); a cold fetch, with
 /// its credential lookup and retries, one overall `cold_deadline`.

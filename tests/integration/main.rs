@@ -4,6 +4,7 @@
 mod common;
 mod swarm_support;
 
+mod arm64;
 mod broker;
 mod configure_docker;
 mod configure_gitlab_runner;
@@ -17,6 +18,7 @@ mod gitlab_runner_pull;
 mod gitlab_sync_variable;
 mod helper_e2e;
 mod lab_smoke;
+mod release;
 mod security;
 mod sick_aws;
 mod static_e2e;

@@ -1,0 +1,85 @@
+//! Build script: what `ecr-auth version` prints, and how the binary is linked.
+//!
+//! 1. `ECR_AUTH_GIT_COMMIT` (the commit the binary was built from: `$ECR_AUTH_GIT_COMMIT` if
+//!    set, e.g. by a CI that builds from an export, else `git rev-parse`, else `unknown`) and
+//!    `ECR_AUTH_TARGET` (the target triple) for `env!`.
+//! 2. Linux glibc targets (what `cargo build --release` and `cargo install --path .` make on
+//!    a usual host): link the executable non-PIE (`-no-pie`). The credential helper is
+//!    started on every image pull, and a warm `get` does almost nothing, so start-up is its
+//!    cost: a 13 MB PIE needs the dynamic loader to apply ~100 k relative relocations (and
+//!    touch the pages holding them) before `main`, which made a warm `get` cost ~4x the
+//!    instructions of the static musl binary (issue 7 §3; `scripts/bench` measures both).
+//!    Non-PIE, the kernel maps the executable at its link address and only the symbols from
+//!    libc are bound. Measured with callgrind (warm get, same cache): 1.03 M instructions as
+//!    PIE, 0.62 M non-PIE; the static musl binary needs ~0.24 M. What is left is glibc's
+//!    dynamic loading itself (binding ~170 libc/libgcc_s symbols, ~0.2 M) and glibc's
+//!    pthread_getattr_np parsing /proc/self/maps for Rust's main-thread stack guard: the
+//!    static musl binary stays the fastest and is what to install on runners. The static
+//!    musl builds are non-PIE through `.cargo/config.toml` (`relocation-model=static`). The price is no ASLR for the executable's own image
+//!    (libraries, stack and heap stay randomized); `ECR_AUTH_PIE=1` keeps the default PIE.
+//!    rustc passes `-pie` itself; our argument comes after it on the linker command line, and
+//!    for the gcc/clang driver the last of `-pie`/`-no-pie` wins (`file` then says "LSB
+//!    executable", not "pie executable").
+//!
+//! It must live here, not only in `.cargo/config.toml`: `cargo install` from a checkout
+//! honours a build script but not always the checkout's config, and users build with their
+//! own flags.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=ECR_AUTH_GIT_COMMIT");
+    println!("cargo:rerun-if-env-changed=ECR_AUTH_PIE");
+
+    let target = env::var("TARGET").unwrap_or_else(|_| "unknown".into());
+    println!("cargo:rustc-env=ECR_AUTH_TARGET={target}");
+    println!("cargo:rustc-env=ECR_AUTH_GIT_COMMIT={}", git_commit());
+
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let libc = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    let pie_wanted = env::var_os("ECR_AUTH_PIE").is_some_and(|v| v == "1");
+    if os == "linux" && libc == "gnu" && !pie_wanted {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
+}
+
+/// The commit HEAD points at (12 hex digits), and which files to watch so that a new commit
+/// re-runs this script (in a worktree `.git` is a file; refs may be loose or packed).
+fn git_commit() -> String {
+    if let Ok(c) = env::var("ECR_AUTH_GIT_COMMIT") {
+        if !c.trim().is_empty() {
+            return c.trim().to_string();
+        }
+    }
+    let dir = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").current_dir(&dir).args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        watch(&Path::new(&git_dir).join("HEAD"));
+    }
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        let common = Path::new(&common);
+        watch(&common.join("packed-refs"));
+        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watch(&common.join(head_ref));
+        }
+    }
+    commit
+}
+
+fn watch(path: &Path) {
+    if path.exists() {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+}

@@ -54,9 +54,15 @@ fn git_commit() -> String {
             return c.trim().to_string();
         }
     }
-    let dir = env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
+    let dir = env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git").current_dir(&dir).args(args).output().ok()?;
+        let out = Command::new("git")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

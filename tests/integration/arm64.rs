@@ -56,7 +56,9 @@ pub fn qemu() -> PathBuf {
         .map(|d| d.join("qemu-aarch64-static"))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
-            panic!("qemu-aarch64-static is missing: run scripts/setup (it installs qemu-user-static)")
+            panic!(
+                "qemu-aarch64-static is missing: run scripts/setup (it installs qemu-user-static)"
+            )
         })
 }
 
@@ -131,13 +133,17 @@ fn aarch64_binary_is_static_and_names_its_build() {
     assert!(desc.contains("ARM aarch64"), "{desc}");
     assert!(desc.contains("statically linked"), "{desc}");
     let size = std::fs::metadata(&bin).unwrap().len();
-    assert!(size <= 15 * 1024 * 1024, "{size} bytes: over the 15 MB target");
+    assert!(
+        size <= 15 * 1024 * 1024,
+        "{size} bytes: over the 15 MB target"
+    );
 
     let (version, commit, target) = parse_version(&run_ok(arm(&bin).arg("version")));
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     assert_eq!(target, "aarch64-unknown-linux-musl");
     // Built from the same tree as the x86_64 debug binary of this test run.
-    let (_, host_commit, host_target) = parse_version(&run_ok(Command::new(crate::common::bin()).arg("version")));
+    let (_, host_commit, host_target) =
+        parse_version(&run_ok(Command::new(crate::common::bin()).arg("version")));
     assert_eq!(host_target, env!("ECR_AUTH_TARGET"));
     assert_eq!(commit, host_commit);
     assert!(
@@ -171,7 +177,10 @@ fn aarch64_helper_gets_from_the_lab_caches_lists_and_refuses_foreign_hosts() {
     assert_eq!(v["Username"], "AWS");
     assert_eq!(v["Secret"], tokens.password().as_str());
     assert!(
-        v["ServerURL"].as_str().unwrap_or_default().contains(&registry.addr),
+        v["ServerURL"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&registry.addr),
         "{v}"
     );
     assert_eq!(
@@ -191,7 +200,11 @@ fn aarch64_helper_gets_from_the_lab_caches_lists_and_refuses_foreign_hosts() {
     assert!(out.status.success(), "{}", output_text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("helper JSON");
     assert_eq!(v["Secret"], tokens.password().as_str());
-    assert_eq!(tokens.calls(), 1, "both answered from the aarch64 binary's cache");
+    assert_eq!(
+        tokens.calls(),
+        1,
+        "both answered from the aarch64 binary's cache"
+    );
 
     // A real pull through the aarch64 helper: skopeo calls docker-credential-ecr-login from
     // PATH, here a wrapper that runs it under qemu.
@@ -259,5 +272,8 @@ fn aarch64_get_login_password_against_moto() {
         .args(["get-login-password", "--region", "eu-west-1"]);
     let out = run(&mut cmd);
     assert!(out.status.success(), "{}", output_text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{MOTO_PASSWORD}\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{MOTO_PASSWORD}\n")
+    );
 }

@@ -756,8 +756,7 @@ fn configure_gitlab_runner_broker_mounts_the_socket_and_no_aws_file_and_jobs_alo
                 .args(extra),
         );
         assert!(out.status.success(), "{}", output_text(&out));
-        let doc: toml::Value =
-            toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        let doc: toml::Value = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
         (doc["runners"][0].clone(), text(&out.stderr))
     };
     let (runner, notes) = configure(&["--broker", "/run/ecr-auth/broker.sock"]);
@@ -787,10 +786,7 @@ fn configure_gitlab_runner_broker_mounts_the_socket_and_no_aws_file_and_jobs_alo
             .any(|v| v.ends_with(":/root/.docker/config.json:ro")),
         "{volumes:?}"
     );
-    assert!(
-        !volumes.iter().any(|v| v.contains(".aws")),
-        "{volumes:?}"
-    );
+    assert!(!volumes.iter().any(|v| v.contains(".aws")), "{volumes:?}");
     assert!(!notes.contains("without --broker"), "{notes}");
 
     let (_, notes) = configure(&["--jobs"]);

@@ -77,7 +77,11 @@ fn release_writes_checked_binaries_tarballs_and_sums() {
                 && version.trim_end().ends_with(&format!("target {target})")),
             "{version}"
         );
-        let listing = run_ok(Command::new("tar").arg("-tzf").arg(dist.join(format!("{name}.tar.gz"))));
+        let listing = run_ok(
+            Command::new("tar")
+                .arg("-tzf")
+                .arg(dist.join(format!("{name}.tar.gz"))),
+        );
         let files: BTreeSet<&str> = listing.lines().collect();
         let want: BTreeSet<String> = ["", "ecr-auth", "README.md", "LICENSE"]
             .iter()
@@ -104,11 +108,21 @@ fn release_writes_checked_binaries_tarballs_and_sums() {
         .collect();
     assert_eq!(on_disk.len(), 8, "{on_disk:?}");
     for f in &on_disk {
-        assert!(listed.contains(f.as_str()), "{f} not in SHA256SUMS:\n{sums}");
+        assert!(
+            listed.contains(f.as_str()),
+            "{f} not in SHA256SUMS:\n{sums}"
+        );
     }
-    run_ok(Command::new("sha256sum").current_dir(dist).args(["-c", "SHA256SUMS"]));
+    run_ok(
+        Command::new("sha256sum")
+            .current_dir(dist)
+            .args(["-c", "SHA256SUMS"]),
+    );
     for f in on_disk {
-        eprintln!("{f}: {} bytes", std::fs::metadata(dist.join(&f)).unwrap().len());
+        eprintln!(
+            "{f}: {} bytes",
+            std::fs::metadata(dist.join(&f)).unwrap().len()
+        );
     }
 }
 
@@ -149,7 +163,11 @@ fn install_sh_picks_the_architecture_verifies_and_installs() {
         .chars()
         .map(|c| if c == '0' { '1' } else { '0' })
         .collect();
-    std::fs::write(tmp.join("www/bad/SHA256SUMS"), sums.replace(&good_sum, &bad_sum)).unwrap();
+    std::fs::write(
+        tmp.join("www/bad/SHA256SUMS"),
+        sums.replace(&good_sum, &bad_sum),
+    )
+    .unwrap();
     let (_server, url) = file_server(&tmp.join("www"), &tmp.join("http.log"));
 
     let install = |base: &str, args: &[&str], arch: Option<&str>, cwd: &Path| {
@@ -168,14 +186,26 @@ fn install_sh_picks_the_architecture_verifies_and_installs() {
 
     // This machine (x86_64): the amd64 binary, installed with its helper names.
     let bin_dir = tmp.join("bin");
-    let out = install("good", &["--dir", bin_dir.to_str().unwrap()], None, &tmp.join("cwd"));
+    let out = install(
+        "good",
+        &["--dir", bin_dir.to_str().unwrap()],
+        None,
+        &tmp.join("cwd"),
+    );
     assert!(out.status.success(), "{}", output_text(&out));
-    for name in ["ecr-auth", "docker-credential-ecr-login", "docker-credential-ecr-auth"] {
+    for name in [
+        "ecr-auth",
+        "docker-credential-ecr-login",
+        "docker-credential-ecr-auth",
+    ] {
         assert!(bin_dir.join(name).is_file(), "{name} not installed");
     }
     assert_eq!(sha256(&bin_dir.join("ecr-auth")), good_sum);
     let version = run_ok(Command::new(bin_dir.join("ecr-auth")).arg("version"));
-    assert!(version.contains("target x86_64-unknown-linux-musl"), "{version}");
+    assert!(
+        version.contains("target x86_64-unknown-linux-musl"),
+        "{version}"
+    );
 
     // An arm64 machine (uname -m aarch64, forced here): the arm64 binary.
     let cwd = tmp.join("arm");
@@ -187,7 +217,12 @@ fn install_sh_picks_the_architecture_verifies_and_installs() {
 
     // A checksum that does not match: refused, nothing installed.
     let bad_dir = tmp.join("bad-bin");
-    let out = install("bad", &["--dir", bad_dir.to_str().unwrap()], None, &tmp.join("cwd"));
+    let out = install(
+        "bad",
+        &["--dir", bad_dir.to_str().unwrap()],
+        None,
+        &tmp.join("cwd"),
+    );
     assert!(!out.status.success(), "{}", output_text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"),
@@ -197,7 +232,12 @@ fn install_sh_picks_the_architecture_verifies_and_installs() {
     assert!(!bad_dir.join("ecr-auth").exists());
 
     // An architecture without a build: a clear refusal.
-    let out = install("good", &["--download-only"], Some("riscv64"), &tmp.join("rv"));
+    let out = install(
+        "good",
+        &["--download-only"],
+        Some("riscv64"),
+        &tmp.join("rv"),
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no ecr-auth build for this architecture"),
@@ -218,11 +258,23 @@ fn layout_index_digest(tar: &Path) -> String {
 
 /// Pushes a layout tar as `repo:tag` and checks the index in the registry: both platforms,
 /// each image's config of the right architecture. Returns the index digest.
-fn push_and_inspect(tmp: &TempDir, registry: &Registry, authfile: &Path, tar: &Path, tag: &str) -> String {
+fn push_and_inspect(
+    tmp: &TempDir,
+    registry: &Registry,
+    authfile: &Path,
+    tar: &Path,
+    tag: &str,
+) -> String {
     let image = format!("docker://{}", registry.image("ecr-auth", tag));
     run_ok(
         skopeo(tmp.path())
-            .args(["copy", "--quiet", "--all", "--dest-tls-verify=false", "--dest-authfile"])
+            .args([
+                "copy",
+                "--quiet",
+                "--all",
+                "--dest-tls-verify=false",
+                "--dest-authfile",
+            ])
             .arg(authfile)
             .arg(format!("oci-archive:{}", tar.display()))
             .arg(&image),
@@ -239,7 +291,10 @@ fn push_and_inspect(tmp: &TempDir, registry: &Registry, authfile: &Path, tar: &P
     };
     let raw = inspect(&["--raw"], &image);
     let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{raw}"
+    );
     let mut platforms = Vec::new();
     for m in index["manifests"].as_array().unwrap() {
         let arch = m["platform"]["architecture"].as_str().unwrap().to_string();
@@ -284,7 +339,13 @@ fn release_images_push_as_two_platform_indexes_and_run() {
     let authfile = tmp.join("auth.json");
     write_authfile(&authfile, &[(&registry.addr, "AWS", MOTO_PASSWORD)]);
 
-    push_and_inspect(&tmp, &registry, &authfile, &dist.join(format!("ecr-auth-{VERSION}-oci.tar")), VERSION);
+    push_and_inspect(
+        &tmp,
+        &registry,
+        &authfile,
+        &dist.join(format!("ecr-auth-{VERSION}-oci.tar")),
+        VERSION,
+    );
     let shell_tag = format!("{VERSION}-shell");
     push_and_inspect(
         &tmp,
@@ -301,22 +362,41 @@ fn release_images_push_as_two_platform_indexes_and_run() {
     );
     let image = registry.image("ecr-auth", VERSION);
     run_ok(dockerd.docker().args(["pull", "-q", &image]));
-    let arch = run_ok(dockerd.docker().args(["image", "inspect", "-f", "{{.Architecture}}", &image]));
+    let arch =
+        run_ok(
+            dockerd
+                .docker()
+                .args(["image", "inspect", "-f", "{{.Architecture}}", &image]),
+        );
     assert_eq!(arch.trim(), "amd64");
     let version = run_ok(dockerd.docker().args(["run", "--rm", &image, "version"]));
-    assert!(version.contains("target x86_64-unknown-linux-musl"), "{version}");
+    assert!(
+        version.contains("target x86_64-unknown-linux-musl"),
+        "{version}"
+    );
 
     // Swarm without a registry: examples/swarm/build-image loads it from the release archive.
     let loaded = run_ok(
         Command::new(repo_root().join("examples/swarm/build-image"))
             .arg("lab/ecr-auth-release:test")
-            .env("ECR_AUTH_OCI_ARCHIVE", dist.join(format!("ecr-auth-{VERSION}-oci.tar")))
+            .env(
+                "ECR_AUTH_OCI_ARCHIVE",
+                dist.join(format!("ecr-auth-{VERSION}-oci.tar")),
+            )
             .env("DOCKER_HOST", &dockerd.host)
             .env("PATH", path_with(tool("skopeo").parent().unwrap())),
     );
     assert_eq!(loaded.trim(), "lab/ecr-auth-release:test");
-    let version = run_ok(dockerd.docker().args(["run", "--rm", "lab/ecr-auth-release:test", "version"]));
-    assert!(version.contains("target x86_64-unknown-linux-musl"), "{version}");
+    let version =
+        run_ok(
+            dockerd
+                .docker()
+                .args(["run", "--rm", "lab/ecr-auth-release:test", "version"]),
+        );
+    assert!(
+        version.contains("target x86_64-unknown-linux-musl"),
+        "{version}"
+    );
 
     // The pulled image as the credential helper, under the Go helper's name, against the lab
     // token endpoint (FROM scratch: only the binary, its names and the CA bundle).
@@ -329,7 +409,12 @@ fn release_images_push_as_two_platform_indexes_and_run() {
     let mut cmd = dockerd.docker();
     apply_aws_env(&mut cmd, &tokens.endpoint);
     cmd.args(["run", "--rm", "-i", "--network", "host"]);
-    for name in ["AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_EC2_METADATA_DISABLED"] {
+    for name in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_EC2_METADATA_DISABLED",
+    ] {
         cmd.args(["-e", name]);
     }
     cmd.args(["-e", "ECR_AUTH_CONFIG=/etc/ecr-auth/config.toml", "-v"])
@@ -338,9 +423,16 @@ fn release_images_push_as_two_platform_indexes_and_run() {
     let out = {
         use std::io::Write;
         use std::process::Stdio;
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(b"127.0.0.1:5999\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"127.0.0.1:5999\n")
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     assert!(out.status.success(), "{}", output_text(&out));
@@ -356,7 +448,10 @@ fn release_images_push_as_two_platform_indexes_and_run() {
     std::fs::create_dir_all(&job_dir).unwrap();
     std::fs::write(
         job_dir.join("ecr-auth.toml"),
-        format!("[[registry]]\nhost = \"{}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n", registry.addr),
+        format!(
+            "[[registry]]\nhost = \"{}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n",
+            registry.addr
+        ),
     )
     .unwrap();
     let token = gitlab_jwt(now_unix() + 300);
@@ -389,7 +484,11 @@ fn release_images_push_as_two_platform_indexes_and_run() {
     ]);
     let out = run(&mut cmd);
     assert!(out.status.success(), "{}", output_text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("job-done"), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("job-done"),
+        "{}",
+        output_text(&out)
+    );
     let assumed = moto.assumed_roles();
     assert_eq!(assumed.len(), 1, "{assumed:?}");
     assert_eq!(assumed[0]["role_arn"], ROLE);
@@ -412,11 +511,13 @@ fn release_images_push_as_two_platform_indexes_and_run() {
 
 /// Commands a CI script line runs from this repository (`scripts/x`, `./install.sh`, ...).
 fn repo_commands(line: &str) -> Vec<String> {
-    line.split(|c: char| c.is_whitespace() || c == ';' || c == '(' || c == '"' || c == '\'' || c == '$')
-        .map(|w| w.trim_start_matches("./"))
-        .filter(|w| w.starts_with("scripts/") || *w == "install.sh")
-        .map(str::to_string)
-        .collect()
+    line.split(|c: char| {
+        c.is_whitespace() || c == ';' || c == '(' || c == '"' || c == '\'' || c == '$'
+    })
+    .map(|w| w.trim_start_matches("./"))
+    .filter(|w| w.starts_with("scripts/") || *w == "install.sh")
+    .map(str::to_string)
+    .collect()
 }
 
 #[test]
@@ -425,8 +526,16 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
     let top = doc.as_mapping().expect("a mapping");
     let reserved = [
-        "stages", "variables", "default", "workflow", "include", "image", "services", "cache",
-        "before_script", "after_script",
+        "stages",
+        "variables",
+        "default",
+        "workflow",
+        "include",
+        "image",
+        "services",
+        "cache",
+        "before_script",
+        "after_script",
     ];
     let stages: Vec<String> = doc["stages"]
         .as_sequence()
@@ -443,9 +552,10 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
             let mut job = v.as_mapping().expect("a job is a mapping").clone();
             let bases: Vec<String> = match &v["extends"] {
                 serde_yaml::Value::String(s) => vec![s.clone()],
-                serde_yaml::Value::Sequence(seq) => {
-                    seq.iter().map(|s| s.as_str().unwrap().to_string()).collect()
-                }
+                serde_yaml::Value::Sequence(seq) => seq
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect(),
                 _ => vec![],
             };
             for base in bases.iter().rev() {
@@ -464,7 +574,10 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
         let mut out = Vec::new();
         for key in ["before_script", "script", "after_script"] {
             if let Some(seq) = job[key].as_sequence() {
-                out.extend(seq.iter().map(|l| l.as_str().expect("a script line").to_string()));
+                out.extend(
+                    seq.iter()
+                        .map(|l| l.as_str().expect("a script line").to_string()),
+                );
             }
         }
         out
@@ -472,8 +585,13 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
     let mut all = String::new();
     let mut called = BTreeSet::new();
     for (name, job) in &jobs {
-        let stage = job["stage"].as_str().unwrap_or_else(|| panic!("{name}: no stage"));
-        assert!(stages.iter().any(|s| s == stage), "{name}: unknown stage {stage}");
+        let stage = job["stage"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no stage"));
+        assert!(
+            stages.iter().any(|s| s == stage),
+            "{name}: unknown stage {stage}"
+        );
         for need in job["needs"].as_sequence().into_iter().flatten() {
             let need = need.as_str().or_else(|| need["job"].as_str()).unwrap();
             assert!(names.contains(need), "{name} needs unknown job {need}");
@@ -486,7 +604,10 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
                 let meta = std::fs::metadata(&path)
                     .unwrap_or_else(|_| panic!("{name} calls {cmd}, which does not exist"));
                 use std::os::unix::fs::PermissionsExt;
-                assert!(meta.permissions().mode() & 0o111 != 0, "{cmd} is not executable");
+                assert!(
+                    meta.permissions().mode() & 0o111 != 0,
+                    "{cmd} is not executable"
+                );
                 called.insert(cmd);
             }
             // The line as this job runs it: its own variables filled in.
@@ -505,7 +626,10 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
         // Publishing happens on tags only.
         if stage == "publish" {
             let rules = serde_yaml::to_string(&job["rules"]).unwrap();
-            assert!(rules.contains("$CI_COMMIT_TAG"), "{name} publishes without a tag rule: {rules}");
+            assert!(
+                rules.contains("$CI_COMMIT_TAG"),
+                "{name} publishes without a tag rule: {rules}"
+            );
         }
     }
     for must in ["scripts/build-static", "scripts/test", "scripts/release"] {
@@ -513,16 +637,29 @@ fn gitlab_ci_yml_builds_both_arches_tests_and_publishes_on_tags() {
     }
     assert!(all.contains("scripts/build-static x86_64"), "{all}");
     assert!(all.contains("scripts/build-static aarch64"), "{all}");
-    assert!(all.contains("/packages/generic/ecr-auth/"), "no upload to the generic package registry");
-    assert!(all.contains("skopeo copy --all oci-archive:"), "no image push");
-    assert!(all.contains("$CI_REGISTRY_IMAGE"), "not the project's container registry");
+    assert!(
+        all.contains("/packages/generic/ecr-auth/"),
+        "no upload to the generic package registry"
+    );
+    assert!(
+        all.contains("skopeo copy --all oci-archive:"),
+        "no image push"
+    );
+    assert!(
+        all.contains("$CI_REGISTRY_IMAGE"),
+        "not the project's container registry"
+    );
 }
 
 /// The README's Install section (between its SECTION markers): code blocks by language.
 fn install_section_blocks() -> Vec<(String, String)> {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme.find("<!-- SECTION:install -->").expect("start marker");
-    let end = readme.find("<!-- /SECTION:install -->").expect("end marker");
+    let start = readme
+        .find("<!-- SECTION:install -->")
+        .expect("start marker");
+    let end = readme
+        .find("<!-- /SECTION:install -->")
+        .expect("end marker");
     let mut blocks = Vec::new();
     let mut cur: Option<(String, String)> = None;
     for line in readme[start..end].lines() {
@@ -545,13 +682,23 @@ fn readme_install_paths_use_what_the_release_and_install_sh_provide() {
     let blocks = install_section_blocks();
     let install_sh = std::fs::read_to_string(repo_root().join("install.sh")).unwrap();
     let release = std::fs::read_to_string(repo_root().join("scripts/release")).unwrap();
-    let sh: String = blocks.iter().filter(|(l, _)| l == "sh").map(|(_, t)| t.as_str()).collect();
+    let sh: String = blocks
+        .iter()
+        .filter(|(l, _)| l == "sh")
+        .map(|(_, t)| t.as_str())
+        .collect();
     // install.sh is called only with options it has.
     let mut checked = 0;
     for line in sh.lines().filter(|l| l.contains("install.sh")) {
-        for flag in line.split_whitespace().filter(|w| w.starts_with("--") && w.len() > 2) {
+        for flag in line
+            .split_whitespace()
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+        {
             if line.find(flag) > line.find("sh -s --") {
-                assert!(install_sh.contains(&format!("{flag})")), "install.sh has no {flag}");
+                assert!(
+                    install_sh.contains(&format!("{flag})")),
+                    "install.sh has no {flag}"
+                );
                 checked += 1;
             }
         }
@@ -565,7 +712,10 @@ fn readme_install_paths_use_what_the_release_and_install_sh_provide() {
     for name in ["-linux-$arch", "-oci.tar", "-shell-oci.tar", "SHA256SUMS"] {
         assert!(sh.contains(name), "README does not use {name}");
         let pattern = name.replace("$arch", "");
-        assert!(release.contains(&pattern), "scripts/release writes no {pattern}");
+        assert!(
+            release.contains(&pattern),
+            "scripts/release writes no {pattern}"
+        );
     }
     // S3: the -shell image as the login job's image, with the shell entrypoint GitLab needs.
     let yaml = blocks
@@ -576,7 +726,10 @@ fn readme_install_paths_use_what_the_release_and_install_sh_provide() {
     let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("valid YAML");
     let job = &doc["ecr-login"];
     assert!(job["image"]["name"].as_str().unwrap().ends_with("-shell"));
-    assert_eq!(job["image"]["entrypoint"], serde_yaml::from_str::<serde_yaml::Value>("[\"\"]").unwrap());
+    assert_eq!(
+        job["image"]["entrypoint"],
+        serde_yaml::from_str::<serde_yaml::Value>("[\"\"]").unwrap()
+    );
     let script = serde_yaml::to_string(&job["script"]).unwrap();
     assert!(script.contains("ecr-auth gitlab login"), "{script}");
     assert!(job["artifacts"]["reports"]["dotenv"].as_str().is_some());

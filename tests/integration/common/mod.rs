@@ -24,7 +24,7 @@
 //!
 //! Set `ECR_AUTH_LAB_KEEP=1` to keep the temp dirs (and logs) for a post-mortem.
 //!
-//! Only the standard library and `serde_json` (already a dependency of the crate) are used.
+//! Only the standard library and crates the product already depends on (`serde_json`, `base64`) are used.
 #![allow(dead_code, unused_imports)]
 
 mod dockerd;

@@ -106,14 +106,19 @@ fn examine(cx: &Context, s: &Subject) -> RegistryReport {
                 walk.step(|| (checks::helper(cx, &route), ()));
             }
         }
-        if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
-            walk.push(clock);
-        }
-        let token = walk.step(|| checks::token(cx, &host)).flatten();
-        walk.step(|| (checks::cache(cx), ()));
-        if let Some(b) = checks::broker(cx) {
+        let token = if let Some(b) = checks::broker(cx) {
+            // Through a broker the helper holds no AWS identity and no cache: the
+            // socket comes next on the path, then the token it hands out.
             walk.step(|| (b, ()));
-        }
+            walk.step(|| checks::token(cx, &host)).flatten()
+        } else {
+            if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
+                walk.push(clock);
+            }
+            let token = walk.step(|| checks::token(cx, &host)).flatten();
+            walk.step(|| (checks::cache(cx), ()));
+            token
+        };
         if let Some(token) = token {
             walk.step(|| (checks::registry(cx, s, &host, &token), ()));
         }

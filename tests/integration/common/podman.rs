@@ -22,7 +22,8 @@ fn containers_env(tmp: &Path) -> Vec<(String, String)> {
     let storage = format!(
         "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
         tmp.join("podman-root").display(),
-        tmp.join("podman-runroot").display()
+        // podman refuses a runroot longer than 50 characters: keep it short.
+        tmp.join("rr").display()
     );
     let files = [
         ("storage.conf", storage.as_str()),
@@ -73,7 +74,7 @@ pub fn podman(tmp: &Path) -> Command {
         .arg("--root")
         .arg(tmp.join("podman-root"))
         .arg("--runroot")
-        .arg(tmp.join("podman-runroot"))
+        .arg(tmp.join("rr"))
         .arg("--tmpdir")
         .arg(tmp.join("podman-tmp"))
         .args([

@@ -103,17 +103,21 @@ pub(crate) fn render(
                 keys: vec![DOCKER_AUTH_CONFIG.into()],
             });
         }
-        let ours: Vec<&str> = tokens.iter().map(|(t, _)| t.host.as_str()).collect();
-        let theirs: Vec<&str> = base
-            .auth_hosts()
-            .into_iter()
-            .filter(|h| !ours.contains(h))
-            .collect();
-        if !theirs.is_empty() {
-            return Err(DotenvError::MergedSecrets {
-                hosts: theirs.join(", "),
-            });
-        }
+    }
+    // The split form prints a `.gitlab-ci.yml` line for the user to commit: it
+    // must never carry a credential, so merged `auths` of other hosts (which
+    // have no token variable to stand in for them) are refused, whichever way
+    // this form was chosen (issue: `--token-vars --merge` printed them).
+    let ours: Vec<&str> = tokens.iter().map(|(t, _)| t.host.as_str()).collect();
+    let theirs: Vec<&str> = base
+        .auth_hosts()
+        .into_iter()
+        .filter(|h| !ours.contains(h))
+        .collect();
+    if !theirs.is_empty() {
+        return Err(DotenvError::MergedSecrets {
+            hosts: theirs.join(", "),
+        });
     }
     // One variable per distinct token: per scope, and per credential identity
     // within a scope (two roles in one region get two tokens).
@@ -242,6 +246,33 @@ mod tests {
             proxy_endpoint: None,
             origin: Origin::Aws,
         }
+    }
+
+    #[test]
+    fn token_vars_never_print_merged_credentials() {
+        let base = DockerConfig::parse(
+            r#"{"auths":{"registry.example.org":{"auth":"dXNlcjpzM2NyM3Q="}},"credsStore":"x"}"#,
+            "t",
+        )
+        .unwrap();
+        let t = token("111111111111.dkr.ecr.eu-west-1.amazonaws.com", "pw");
+        let e = render(
+            &base,
+            &[(t.clone(), "aws/eu-west-1".into())],
+            Form::TokenVars,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DotenvError::MergedSecrets { .. }), "{e}");
+        assert!(!e.to_string().contains("dXNlcjpzM2NyM3Q="), "{e}");
+        // Without other hosts' credentials the line holds only references.
+        let clean = DockerConfig::parse(r#"{"credsStore":"x"}"#, "t").unwrap();
+        let d = render(&clean, &[(t, "aws/eu-west-1".into())], Form::TokenVars).unwrap();
+        let line = d.ci_line.unwrap();
+        // base64("AWS:pw") is QVdTOnB3: only the reference may appear.
+        assert!(
+            line.contains("$ECR_AUTH_TOKEN_EU_WEST_1") && !line.contains("QVdTOnB3"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ fn map_config(tmp: &TempDir, hosts: &[&str]) -> PathBuf {
     path
 }
 
-/// "ecr-auth 0.1.0 (commit abc, target t)" → ("0.1.0", "abc", "t")
+/// "ecr-auth 0.2.0 (commit abc, target t)" → ("0.2.0", "abc", "t")
 fn parse_version(line: &str) -> (String, String, String) {
     let rest = line
         .trim()

@@ -155,9 +155,26 @@ fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), Untrusted> {
 /// planted: a symlink, a FIFO or device (which would hang or mislead), a file
 /// owned by someone else or writable by group/others.
 pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
+    let (file, meta) = open_regular_of_ours(path, fs::OpenOptions::new().read(true))?;
+    if meta.mode() & 0o022 != 0 {
+        return Err(Untrusted::Writable {
+            path: path.display().to_string(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(file)
+}
+
+/// Opens `path` with `options` plus `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` and checks,
+/// on the descriptor, that it is a regular file owned by us or root. The one
+/// open of state that another user could have planted: [`open_trusted`],
+/// [`open_lock_file`] and the log file go through it.
+pub fn open_regular_of_ours(
+    path: &Path,
+    options: &mut fs::OpenOptions,
+) -> Result<(File, fs::Metadata), Untrusted> {
     let shown = || path.display().to_string();
-    let file = fs::OpenOptions::new()
-        .read(true)
+    let file = options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|source| match source.raw_os_error() {
@@ -178,13 +195,7 @@ pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
         });
     }
     check_owner(path, &meta)?;
-    if meta.mode() & 0o022 != 0 {
-        return Err(Untrusted::Writable {
-            path: shown(),
-            mode: meta.mode() & 0o7777,
-        });
-    }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Reads a whole state file through [`open_trusted`], at most `limit` bytes.
@@ -267,33 +278,9 @@ pub fn trusted_dir(dir: &Path, mode: u32) -> Result<(), Untrusted> {
 /// Opens (creating, mode 0600) a lock file for writing without following a
 /// symlink, and checks it is a regular file of ours.
 pub fn open_lock_file(path: &Path) -> Result<File, Untrusted> {
-    let shown = || path.display().to_string();
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|source| match source.raw_os_error() {
-            Some(libc::ELOOP) => Untrusted::Symlink { path: shown() },
-            _ => Untrusted::Io {
-                path: shown(),
-                source,
-            },
-        })?;
-    let meta = file.metadata().map_err(|source| Untrusted::Io {
-        path: shown(),
-        source,
-    })?;
-    if !meta.file_type().is_file() {
-        return Err(Untrusted::Kind {
-            path: shown(),
-            want: "regular file",
-        });
-    }
-    check_owner(path, &meta)?;
-    Ok(file)
+    let mut options = fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true).mode(0o600);
+    open_regular_of_ours(path, &mut options).map(|(file, _)| file)
 }
 
 #[cfg(test)]

@@ -105,30 +105,11 @@ pub fn init(env: &Env, format: Format) {
 /// file of ours (or root's), narrowed to 0600 if it was wider.
 fn open_log_file(path: &str) -> Result<std::fs::File, String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => format!("{path} is a symbolic link"),
-            _ => format!("cannot open {path}: {e}"),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect {path}: {e}"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!("{path} is not a regular file"));
-    }
-    let me = crate::files::euid();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(format!(
-            "{path} is owned by uid {}, not by this user or root",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 && meta.uid() == me {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true).mode(0o600);
+    let (file, meta) = crate::files::open_regular_of_ours(std::path::Path::new(path), &mut options)
+        .map_err(|e| e.to_string())?;
+    if meta.mode() & 0o077 != 0 && meta.uid() == crate::files::euid() {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot narrow the mode of {path}: {e}"))?;
     }

@@ -130,9 +130,9 @@ pub(crate) fn corpus(target: &str) -> Vec<Vec<u8>> {
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
-/// Runs `check` on the corpus and `cases` mutations; returns the executions.
+/// Runs `check` on the corpus and `cases` mutations.
 /// `check` panics (with the input shown) when a property fails.
-pub(crate) fn run(target: &str, cases: usize, seed: u64, check: impl Fn(&[u8])) -> usize {
+pub(crate) fn run(target: &str, cases: usize, seed: u64, check: impl Fn(&[u8])) {
     let seeds = corpus(target);
     assert!(!seeds.is_empty(), "empty corpus for {target}");
     for s in &seeds {
@@ -145,7 +145,6 @@ pub(crate) fn run(target: &str, cases: usize, seed: u64, check: impl Fn(&[u8])) 
         let input = mutate(&mut rng, a, b);
         check(&input);
     }
-    seeds.len() + cases
 }
 
 /// The number of generated cases per target: a few thousand in `cargo test`.
@@ -278,8 +277,7 @@ mod tests {
 
     #[test]
     fn fuzz_registry_host() {
-        let n = run("registry", cases(), seed(), registry_host);
-        assert!(n >= cases());
+        run("registry", cases(), seed(), registry_host);
     }
 
     #[test]

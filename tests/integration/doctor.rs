@@ -367,9 +367,15 @@ fn seeded_misconfigurations_name_the_first_broken_step() {
             got_fix.contains(fix) && !got_fix.is_empty(),
             "{what}: fix {got_fix:?}"
         );
-        seen.push(*what);
+        seen.push(got_id);
     }
-    assert_eq!(seen.len(), 17);
+    // Every step a pull meets is the first broken one in some case.
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["broker", "cache", "clock", "helper", "identity", "name", "registry", "token", "wiring"]
+    );
 }
 
 #[test]

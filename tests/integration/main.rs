@@ -21,6 +21,7 @@ mod lab_smoke;
 mod release;
 mod security;
 mod sick_aws;
+mod startup;
 mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;

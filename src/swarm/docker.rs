@@ -12,7 +12,6 @@
 //! sends them back untouched, at the API version the daemon itself speaks (from
 //! `/version`); only the few fields selection needs are read, into [`SpecView`].
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::secret::Secret;
+use endpoint::Endpoint;
+
+mod endpoint;
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -75,57 +77,6 @@ impl DockerError {
             self,
             DockerError::Unreachable { .. } | DockerError::Timeout { .. }
         )
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Endpoint {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl Endpoint {
-    fn parse(host: &str) -> Result<Endpoint, DockerError> {
-        let bad = || DockerError::BadHost(host.to_string());
-        if let Some(path) = host.strip_prefix("unix://") {
-            if path.is_empty() {
-                return Err(bad());
-            }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        if let Some(addr) = host
-            .strip_prefix("tcp://")
-            .or_else(|| host.strip_prefix("http://"))
-        {
-            let addr = addr.trim_end_matches('/');
-            let addr = if addr.contains(':') {
-                addr.to_string()
-            } else {
-                format!("{addr}:2375")
-            };
-            if addr.starts_with(':') || addr.contains('/') {
-                return Err(bad());
-            }
-            return Ok(Endpoint::Tcp(addr));
-        }
-        if host.starts_with('/') {
-            return Ok(Endpoint::Unix(PathBuf::from(host)));
-        }
-        Err(bad())
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Endpoint::Unix(p) => format!("unix://{}", p.display()),
-            Endpoint::Tcp(a) => format!("tcp://{a}"),
-        }
-    }
-
-    fn authority(&self) -> &str {
-        match self {
-            Endpoint::Unix(_) => "docker",
-            Endpoint::Tcp(a) => a,
-        }
     }
 }
 
@@ -703,41 +654,6 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docker_host_forms() {
-        let ok = [
-            (
-                "unix:///var/run/docker.sock",
-                Endpoint::Unix("/var/run/docker.sock".into()),
-            ),
-            (
-                "/run/docker.sock",
-                Endpoint::Unix("/run/docker.sock".into()),
-            ),
-            (
-                "tcp://127.0.0.1:2375",
-                Endpoint::Tcp("127.0.0.1:2375".into()),
-            ),
-            ("tcp://manager", Endpoint::Tcp("manager:2375".into())),
-            (
-                "http://127.0.0.1:2375/",
-                Endpoint::Tcp("127.0.0.1:2375".into()),
-            ),
-        ];
-        for (input, want) in ok {
-            assert_eq!(Endpoint::parse(input).unwrap(), want, "{input}");
-        }
-        for bad in [
-            "unix://",
-            "npipe:////./pipe/docker_engine",
-            "ssh://me@host",
-            "tcp://:2375",
-            "",
-        ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn service_keeps_the_spec_bytes() {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, TempDir, TokenServer};
+use crate::common::{self, tls, Dockerd, Tcp, TempDir, TokenServer};
+use crate::swarm_support::Lab;
 
 const HOST: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 const NOBODY: u32 = 65534;
@@ -336,4 +337,199 @@ fn a_hanging_credential_process_is_bounded_for_every_waiting_helper() {
     // Each waits at most the deadline for the lock and the deadline for its own
     // lookup: never the 40 s the credential_process hangs.
     assert!(took < Duration::from_secs(15), "took {took:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Item 11, the Docker half: `swarm refresh --docker-host tcp://…`.
+
+/// `swarm refresh` to a `dockerd --tlsverify` on TCP, the docker CLI's way
+/// (DOCKER_TLS_VERIFY + DOCKER_CERT_PATH). With the daemon's CA and a client
+/// certificate the service gets fresh auth. Without a client certificate, trusting
+/// another CA, without a CA file, or speaking plain HTTP to the TLS port, it fails
+/// with a sentence naming the cause — before any token is fetched (so there is no
+/// X-Registry-Auth to send) and with the service untouched.
+#[test]
+fn swarm_refresh_over_tls_checks_the_daemon_and_shows_a_client_certificate() {
+    let tmp = TempDir::new("sec-tls");
+    let ca = tls::Ca::new(&tmp.join("ca"), "lab docker CA");
+    let server = ca.server("dockerd", &["IP:127.0.0.1"]);
+    let client = ca.client("ecr-auth");
+    let other = tls::Ca::new(&tmp.join("other-ca"), "someone else's CA");
+    let lab = Lab::start_with(Tcp::Verify {
+        ca: ca.cert.clone(),
+        cert: server.cert,
+        key: server.key,
+    });
+    let host = lab.docker.tcp_host.clone().unwrap();
+    let image = lab.push("tls", "1");
+    lab.login();
+    lab.create_service("web", &["--with-registry-auth", &image, "sleep", "100000"]);
+    let version = lab.version("web");
+    lab.tokens.rotate();
+    let calls = lab.tokens.calls();
+
+    let refresh = |env: &[(&str, &Path)]| {
+        let mut cmd = lab.ecr_auth();
+        cmd.env("DOCKER_HOST", &host)
+            .env_remove("DOCKER_TLS")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .args(["swarm", "refresh", "--once"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = common::run(&mut cmd);
+        (out.status.success(), common::output_text(&out))
+    };
+    let verify = |dir: &Path| {
+        refresh(&[
+            ("DOCKER_TLS_VERIFY", Path::new("1")),
+            ("DOCKER_CERT_PATH", dir),
+        ])
+    };
+    let refused = [
+        (
+            verify(&tls::cert_path(&tmp.join("no-client-cert"), Some(&ca.cert), None)),
+            format!("TLS with the Docker daemon at {host} failed: the daemon requires a client certificate and none was given"),
+        ),
+        (
+            verify(&tls::cert_path(&tmp.join("wrong-ca"), Some(&other.cert), Some(&client))),
+            format!(
+                "TLS with the Docker daemon at {host} failed: the daemon's certificate is not one the CA {} vouches for",
+                tmp.join("wrong-ca/ca.pem").display()
+            ),
+        ),
+        (
+            verify(&tls::cert_path(&tmp.join("no-ca"), None, Some(&client))),
+            format!(
+                "cannot use the CA certificate {} for TLS to the Docker daemon",
+                tmp.join("no-ca/ca.pem").display()
+            ),
+        ),
+        (
+            refresh(&[]),
+            "Client sent an HTTP request to an HTTPS server. The daemon serves TLS on this port: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH".to_string(),
+        ),
+    ];
+    for ((ok, text), why) in refused {
+        assert!(!ok, "refreshed anyway: {text}");
+        assert!(text.contains(&why), "wanted {why:?} in: {text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    assert_eq!(
+        lab.tokens.calls(),
+        calls,
+        "a token was fetched for a refused daemon"
+    );
+    assert_eq!(lab.version("web"), version, "the service was updated");
+
+    let (ok, text) = verify(&tls::cert_path(
+        &tmp.join("good"),
+        Some(&ca.cert),
+        Some(&client),
+    ));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!("connected to Docker at {host}")),
+        "{text}"
+    );
+    assert!(text.contains("updated web ("), "{text}");
+    assert!(
+        lab.version("web") > version,
+        "no update reached the service"
+    );
+    assert!(
+        !text.contains(&lab.tokens.password()[..40]),
+        "a password reached the log"
+    );
+}
+
+/// Plain `tcp://` carries the registry credentials readable by anyone on the way,
+/// so it is refused to a host that is not this machine — decided on the name as
+/// written, before any lookup or connection: the refusal comes the same inside a
+/// network namespace without any network. `--allow-plain-http` (the flag and words
+/// of `gitlab sync-variable`) lets it through: with `docker.example` pointed at
+/// 127.0.0.1 in a private /etc/hosts, it reaches a real plain-TCP dockerd on
+/// loopback. Loopback itself needs no flag.
+#[test]
+fn plain_tcp_to_another_machine_is_refused_unless_allowed() {
+    let docker = Dockerd::start_with(Tcp::Plain);
+    let loopback = docker.tcp_host.clone().unwrap();
+    let port = loopback.rsplit(':').next().unwrap().to_string();
+    let tmp = TempDir::new("sec-plain");
+    let hosts = tmp.join("hosts");
+    fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.1 docker.example\n").unwrap();
+    // `ecr-auth swarm refresh --once ARGS`, in `unshare OPTS`.
+    let refresh = |unshare: &[&str], args: &[&str]| {
+        let mut cmd = Command::new(common::tool("unshare"));
+        cmd.args(unshare)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", tmp.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ECR_AUTH_LOG", "info")
+            .arg(common::bin())
+            .args(["swarm", "refresh", "--once"])
+            .args(args);
+        let out = common::run(&mut cmd);
+        (out.status.code(), common::output_text(&out))
+    };
+    let with_hosts = [
+        "--mount",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+        hosts.to_str().unwrap(),
+    ];
+    let refusal = "--docker-host (DOCKER_HOST) tcp://docker.example:2375 is plain HTTP to a host that is not this machine: the registry credentials sent with every service update would cross the network readable by anyone on the way. Use TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or --tlsverify), or pass --allow-plain-http if the network is yours";
+
+    // Refused, with no network at all: a lookup or connection would fail otherwise.
+    let (code, text) = refresh(&["--net"], &["--docker-host", "tcp://docker.example"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains(refusal), "{text}");
+    assert!(!text.contains("cannot reach"), "{text}");
+    // Let through by the flag: the connection attempt fails there, for want of a network.
+    let (code, text) = refresh(
+        &["--net"],
+        &[
+            "--docker-host",
+            "tcp://docker.example",
+            "--allow-plain-http",
+        ],
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot reach the Docker daemon at tcp://docker.example:2375"),
+        "{text}"
+    );
+
+    // The name refused even where it is 127.0.0.1: the rule looks at what was written.
+    let named = format!("tcp://docker.example:{port}");
+    let mut args = vec!["--docker-host", named.as_str()];
+    let (code, text) = refresh(&with_hosts, &args);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("is plain HTTP to a host that is not this machine"),
+        "{text}"
+    );
+    // ... and with the flag it reaches the daemon (not in a Swarm: it idles, exit 0).
+    args.push("--allow-plain-http");
+    let (code, text) = refresh(&with_hosts, &args);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("connected to Docker at {named}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("this Docker daemon is not in a Swarm"),
+        "{text}"
+    );
+
+    // Loopback as written: no flag needed.
+    let (code, text) = refresh(&["--mount"], &["--docker-host", &loopback]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("connected to Docker at {loopback}")),
+        "{text}"
+    );
 }

@@ -340,6 +340,243 @@ fn a_hanging_credential_process_is_bounded_for_every_waiting_helper() {
 }
 
 // ---------------------------------------------------------------------------
+// Item 1: `configure` in a directory that another user owns.
+
+/// What `nobody` runs: swaps every temporary file, and every regular file root
+/// owns, in DIR for a symlink to VICTIM (symlink under a fresh name, renamed over
+/// the target: one atomic step, as fast as a loop in Python gets), until STOP
+/// exists; then prints how many swaps landed.
+const SWAPPER: &str = r#"
+import os, sys
+d, victim, stop = sys.argv[1:4]
+swaps = n = 0
+while not os.path.exists(stop):
+    try:
+        names = os.listdir(d)
+    except OSError:
+        continue
+    for name in names:
+        if name.startswith(".evil"):
+            continue
+        path = os.path.join(d, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_mode & 0o170000) != 0o100000:
+            continue
+        if st.st_uid != 0 and "tmp" not in name:
+            continue
+        link = os.path.join(d, ".evil%d" % n)
+        n += 1
+        try:
+            os.symlink(victim, link)
+            os.rename(link, path)
+            swaps += 1
+        except OSError:
+            try:
+                os.unlink(link)
+            except OSError:
+                pass
+print(swaps, flush=True)
+"#;
+
+/// Puts `contents` at `dir/name` as a regular file of `nobody` with `mode`, in one
+/// rename from a root-only staging directory: the swapper (which leaves files of
+/// nobody alone) never sees a root-owned file there, and whatever it had put at
+/// the name is replaced, never followed.
+fn plant_as_nobody(stage: &Path, dir: &Path, name: &str, contents: &str, mode: u32) {
+    let staged = stage.join(name);
+    let _ = fs::remove_file(&staged);
+    fs::write(&staged, contents).unwrap();
+    fs::set_permissions(&staged, fs::Permissions::from_mode(mode)).unwrap();
+    chown(&staged, NOBODY);
+    fs::rename(&staged, dir.join(name)).unwrap();
+}
+
+/// What is at `path` now: `None` for a symlink (only the swapper makes those), else
+/// (owner, mode, contents).
+fn regular(path: &Path) -> Option<(u32, u32, String)> {
+    let meta = fs::symlink_metadata(path).unwrap();
+    if meta.file_type().is_symlink() {
+        return None;
+    }
+    assert!(
+        meta.is_file(),
+        "{} is neither a file nor a symlink",
+        path.display()
+    );
+    Some((
+        meta.uid(),
+        meta.mode() & 0o7777,
+        fs::read_to_string(path).unwrap(),
+    ))
+}
+
+/// Item 1, as the auditor did it: `nobody` owns the runner's directory and keeps
+/// swapping every file root writes there for a symlink to a root-only 0600 file
+/// elsewhere, while root runs `configure gitlab-runner` and `configure docker`
+/// 50 times each. The victim never changes (content, mode, owner), and the files
+/// root leaves are regular, keep their owner (nobody) and mode, or are the
+/// attacker's own symlink that root's rename moved within the attacker's directory
+/// (renaming is by name; the attacker may put a symlink there at any time anyway).
+///
+/// Why this fails against a version that chowns by path: that version created the
+/// temporary file, `chmod`ed it by name, wrote and synced it, renamed it over
+/// config.toml, and then `chown`ed config.toml by name to its old owner. The
+/// swapper replaces the temporary file with its symlink at any moment before the
+/// rename (a window as long as the write and the fsync), so root's rename puts the
+/// symlink at config.toml and the `chown` by name goes through it: the victim
+/// becomes nobody's — the issue's "a root-only 0600 file became theirs". With
+/// `files::replace` reverted to that locally, this test failed in its first run.
+/// The `chmod` by name right after creation is a window of microseconds: a swap
+/// landing there would make the victim 0644 and fail the test too, but reverting
+/// only that was not caught in 2 x 100 runs: this test guards the owner race for
+/// certain and the mode race only by chance (no seam can hold that window open).
+#[test]
+fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks() {
+    const RUNS: usize = 50;
+    let python = PathBuf::from("/usr/bin/python3");
+    assert!(
+        python.is_file(),
+        "the attack runs as nobody in /usr/bin/python3 (Debian's python3), which is missing"
+    );
+    let tmp = TempDir::new("sec-configure");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = tmp.join("victim");
+    let secret = "root-only: the swapper must never change or own this\n";
+    fs::write(&victim, secret).unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let stage = tmp.join("stage");
+    fs::create_dir(&stage).unwrap();
+    let dir = tmp.join("runner");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    chown(&dir, NOBODY);
+    let stop = tmp.join("stop");
+
+    let runner_config = fs::read_to_string(
+        common::repo_root().join("tests/data/gitlab/runner-config/01-register-default/config.toml"),
+    )
+    .unwrap();
+    let home = tmp.join("home");
+    fs::create_dir(&home).unwrap();
+    let configure = |args: &[&str]| {
+        let mut cmd = Command::new(common::bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .arg("configure")
+            .args(args)
+            .args(["--registry", HOST]);
+        common::run(&mut cmd)
+    };
+
+    let swapper = Command::new(common::tool("setpriv"))
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&python)
+        .args(["-c", SWAPPER])
+        .arg(&dir)
+        .arg(&victim)
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the swapper as nobody");
+    let check_victim = |after: &str| {
+        let meta = fs::symlink_metadata(&victim).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (0, 0, 0o600),
+            "the victim's owner or mode changed after {after}"
+        );
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            secret,
+            "the victim was written after {after}"
+        );
+    };
+    let (mut written, mut moved) = (0, 0);
+    let mut check = |path: &Path, mode: u32, wired: &str, after: &str| match regular(path) {
+        None => moved += 1,
+        Some((uid, m, text)) => {
+            assert_eq!(
+                (uid, m),
+                (NOBODY, mode),
+                "{} lost its owner or mode after {after}",
+                path.display()
+            );
+            assert!(
+                text.contains(wired),
+                "{} not written after {after}",
+                path.display()
+            );
+            written += 1;
+        }
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for run in 0..RUNS {
+            plant_as_nobody(&stage, &dir, "config.toml", &runner_config, 0o644);
+            plant_as_nobody(&stage, &dir, "config.json", "{}\n", 0o600);
+            plant_as_nobody(&stage, &dir, "auth.json", "{}\n", 0o600);
+            for e in fs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.to_string_lossy().contains(".bak-") {
+                    fs::remove_file(path).unwrap();
+                }
+            }
+            let out = configure(&[
+                "gitlab-runner",
+                "--runner-config",
+                dir.join("config.toml").to_str().unwrap(),
+            ]);
+            let after = format!("configure gitlab-runner, run {run}");
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{after}: {}",
+                common::output_text(&out)
+            );
+            check_victim(&after);
+            check(&dir.join("config.toml"), 0o644, "ecr-login", &after);
+
+            let out = configure(&[
+                "docker",
+                "--config-dir",
+                dir.to_str().unwrap(),
+                "--auth-file",
+                dir.join("auth.json").to_str().unwrap(),
+            ]);
+            let after = format!("configure docker, run {run}");
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{after}: {}",
+                common::output_text(&out)
+            );
+            check_victim(&after);
+            check(&dir.join("config.json"), 0o600, "ecr-login", &after);
+        }
+    }));
+    fs::write(&stop, "").unwrap();
+    let out = swapper.wait_with_output().unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    let swaps: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("the swapper failed: {}", common::output_text(&out)));
+    // The attack took place, and root still wrote its files in most runs.
+    assert!(swaps > 0, "the swapper never swapped a file");
+    assert!(
+        written > 0,
+        "no run left a written file ({moved} moved symlinks)"
+    );
+    eprintln!("{swaps} swaps; {written} files written, {moved} symlinks moved by root's rename");
+}
+
+// ---------------------------------------------------------------------------
 // Item 11, the Docker half: `swarm refresh --docker-host tcp://…`.
 
 /// `swarm refresh` to a `dockerd --tlsverify` on TCP, the docker CLI's way

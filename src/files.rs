@@ -13,6 +13,12 @@
 //! others — else it is not used and the caller says why (as ssh's StrictModes).
 //! Directories are checked the same way by [`trusted_dir`], which narrows the mode
 //! only of a directory that is ours.
+//!
+//! A file that ecr-auth edits for a user (a runner's config.toml in a directory
+//! that the runner's user owns) may sit where another user can swap names. So
+//! [`replace`], after its rename, checks that the name still holds the file it
+//! wrote: a rename is by name, and the owner of the directory may have turned
+//! the temporary file into a symlink just before it.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -103,8 +109,76 @@ pub fn replace(
     fill(file)?;
     file.flush()?;
     file.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let file = tmp.persist(path).map_err(|e| e.error)?;
+    check_landed(path, dir, &file)
+}
+
+/// `path` no longer names the file [`replace`] wrote: someone who can write its
+/// directory replaced it between the temporary file's creation and the check
+/// after the rename (with a symlink, the rename moved theirs into place).
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not the file ecr-auth just wrote there: it is now {now}, so someone who can write {dir} replaced it during the write ({why}). Check what {path} is now, make {dir} writable only by its owner (chmod go-w) and owned by root or a user you trust, then run the command again")]
+pub struct Replaced {
+    pub path: String,
+    pub dir: String,
+    now: &'static str,
+    why: String,
+}
+
+impl Replaced {
+    /// The [`Replaced`] that an error of [`replace`] carries, if it is one.
+    pub fn take(e: io::Error) -> Result<Replaced, io::Error> {
+        if e.get_ref().is_some_and(|inner| inner.is::<Replaced>()) {
+            let inner = e.into_inner().expect("checked above");
+            return Ok(*inner.downcast::<Replaced>().expect("checked above"));
+        }
+        Err(e)
+    }
+}
+
+/// After the rename: `path` must name `file` (same device and inode, a regular
+/// file). In a directory only we or root can write, another name there is a
+/// concurrent writer of ours (two helpers storing one cache entry): the last
+/// rename wins, as it would a moment later. Anywhere else it is refused.
+fn check_landed(path: &Path, dir: &Path, file: &File) -> io::Result<()> {
+    let ours = file.metadata()?;
+    let now = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+            return Ok(())
+        }
+        Ok(m) if m.file_type().is_symlink() => "a symbolic link",
+        Ok(m) if m.file_type().is_file() => "another file",
+        Ok(_) => "something other than a regular file",
+        Err(_) => "gone",
+    };
+    let Some(why) = others_can_write(dir) else {
+        return Ok(());
+    };
+    Err(io::Error::other(Replaced {
+        path: path.display().to_string(),
+        dir: dir.display().to_string(),
+        now,
+        why,
+    }))
+}
+
+/// Who besides us and root can change the names in `dir` (following a symlink
+/// to it, as opening a path in it does): `None` if no one, else why not.
+pub fn others_can_write(dir: &Path) -> Option<String> {
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot check who can write it: {e}")),
+    };
+    if meta.uid() != euid() && meta.uid() != 0 {
+        return Some(format!("it is owned by uid {}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by group or others, mode {:o}",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
 }
 
 /// Why a file or directory is not used.
@@ -340,6 +414,34 @@ mod tests {
             live.exists() && other.exists(),
             "in-flight and other files stay"
         );
+    }
+
+    #[test]
+    fn a_name_that_no_longer_holds_the_written_file_is_refused_where_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join(".written");
+        let file = File::create(&written).unwrap();
+        let p = dir.path().join("config.toml");
+        std::os::unix::fs::symlink("/etc/shadow", &p).unwrap();
+        // Only we can write the directory: another name there is ours too.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        check_landed(&p, dir.path(), &file).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Replaced::take(check_landed(&p, dir.path(), &file).unwrap_err()).unwrap();
+        let shown = dir.path().display();
+        assert_eq!(
+            e.to_string(),
+            format!("{shown}/config.toml is not the file ecr-auth just wrote there: it is now a symbolic link, so someone who can write {shown} replaced it during the write (it is writable by group or others, mode 777). Check what {shown}/config.toml is now, make {shown} writable only by its owner (chmod go-w) and owned by root or a user you trust, then run the command again")
+        );
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, "theirs").unwrap();
+        let e = check_landed(&p, dir.path(), &file).unwrap_err();
+        assert!(e.to_string().contains("it is now another file"), "{e}");
+        fs::remove_file(&p).unwrap();
+        fs::rename(&written, &p).unwrap();
+        check_landed(&p, dir.path(), &file).unwrap();
+        // Other io errors are not taken for a replacement.
+        assert!(Replaced::take(io::Error::other("disk full")).is_err());
     }
 
     #[test]

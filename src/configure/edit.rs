@@ -1,7 +1,7 @@
 //! Changing a user's file safely, shared by every `configure` command: show
 //! the change as a unified diff (secrets redacted), keep a backup, write
-//! atomically through [`crate::files`], keep the file's mode and owner, and do
-//! nothing at all when nothing changes.
+//! atomically through [`crate::files`], keep the file's mode and owner, fail if
+//! someone replaced a written file, and do nothing at all when nothing changes.
 
 use std::fs;
 use std::io::{self, Write};
@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::dockercfg::{DockerConfig, DockerConfigError, Wiring};
-use crate::files::{self, Owner};
+use crate::files::{self, Owner, Replaced};
 
 /// A planned change to one file.
 #[derive(Clone, Debug)]
@@ -36,6 +36,12 @@ pub(crate) enum EditError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot create the directory {path}: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
+    /// A written file (or its backup: then `unchanged` is the file, as it was).
+    #[error("{source}{}", unchanged.as_ref().map(|p| format!(" ({} was not changed)", p.display())).unwrap_or_default())]
+    Replaced {
+        source: Replaced,
+        unchanged: Option<PathBuf>,
+    },
 }
 
 impl Change {
@@ -76,10 +82,16 @@ impl Change {
                 files::replace(&backup, mode, Owner::KeepExisting, |f| {
                     f.write_all(before.as_bytes())
                 })
-                .map_err(|source| EditError::Backup {
-                    path: self.path.clone(),
-                    backup: backup.clone(),
-                    source,
+                .map_err(|e| match Replaced::take(e) {
+                    Ok(source) => EditError::Replaced {
+                        source,
+                        unchanged: Some(self.path.clone()),
+                    },
+                    Err(source) => EditError::Backup {
+                        path: self.path.clone(),
+                        backup: backup.clone(),
+                        source,
+                    },
                 })?;
                 Some(backup)
             }
@@ -102,9 +114,15 @@ impl Change {
         files::replace(&self.path, mode, Owner::KeepExisting, |f| {
             f.write_all(self.after.as_bytes())
         })
-        .map_err(|source| EditError::Write {
-            path: self.path.clone(),
-            source,
+        .map_err(|e| match Replaced::take(e) {
+            Ok(source) => EditError::Replaced {
+                source,
+                unchanged: None,
+            },
+            Err(source) => EditError::Write {
+                path: self.path.clone(),
+                source,
+            },
         })?;
         Ok(backup)
     }

@@ -16,9 +16,10 @@
 //!
 //! A file that ecr-auth edits for a user (a runner's config.toml in a directory
 //! that the runner's user owns) may sit where another user can swap names. So
-//! [`replace`], after its rename, checks that the name still holds the file it
-//! wrote: a rename is by name, and the owner of the directory may have turned
-//! the temporary file into a symlink just before it.
+//! [`read_to_replace`] reads it through a symlink only in a directory that just
+//! we or root can write, and [`replace`], after its rename, checks that the name
+//! still holds the file it wrote: a rename is by name, and the owner of the
+//! directory may have turned the temporary file into a symlink just before it.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -181,6 +182,72 @@ pub fn others_can_write(dir: &Path) -> Option<String> {
     None
 }
 
+/// Reads the text of a file that is about to be replaced (a user's config.toml
+/// or config.json) with its metadata; `None` if there is none. Never blocks on a
+/// FIFO, and reads only a regular file. In a directory that another user can
+/// write ([`others_can_write`]), the name itself must be that file: a symlink
+/// there is refused (it could point at a root-only file that an error or a diff
+/// would then quote), and so is a file with other hard links. In a directory only
+/// we or root can write, a symlink is the admin's choice and is followed.
+pub fn read_to_replace(path: &Path) -> Result<Option<(String, fs::Metadata)>, Untrusted> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let open_to_others = others_can_write(dir);
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if open_to_others.is_some() {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path);
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && open_to_others.is_some() => {
+            return Err(Untrusted::SymlinkInOpenDir {
+                path: shown(),
+                dir: dir.display().to_string(),
+                why: open_to_others.unwrap_or_default(),
+            })
+        }
+        Err(source) => {
+            return Err(Untrusted::Io {
+                path: shown(),
+                source,
+            })
+        }
+    };
+    let io_err = |source| Untrusted::Io {
+        path: shown(),
+        source,
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::Kind {
+            path: shown(),
+            want: "regular file",
+        });
+    }
+    if let Some(why) = open_to_others {
+        if meta.nlink() > 1 {
+            return Err(Untrusted::HardLinked {
+                path: shown(),
+                dir: dir.display().to_string(),
+                why,
+                links: meta.nlink(),
+            });
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io_err)?;
+    Ok(Some((text, meta)))
+}
+
 /// Why a file or directory is not used.
 #[derive(Debug, thiserror::Error)]
 pub enum Untrusted {
@@ -192,6 +259,19 @@ pub enum Untrusted {
     Owner { path: String, uid: u32, me: u32 },
     #[error("{path} is writable by group or others (mode {mode:o})")]
     Writable { path: String, mode: u32 },
+    #[error("{path} is a symbolic link in {dir}, a directory that another user can write ({why}): it is not read, since it may point at a file that user may not read. Put the file itself there, or make {dir} writable only by its owner and owned by root or a user you trust")]
+    SymlinkInOpenDir {
+        path: String,
+        dir: String,
+        why: String,
+    },
+    #[error("{path} has {links} hard links and is in {dir}, a directory that another user can write ({why}): it is not read, since another name of it may be a file that user may not read. Put a copy of its own there")]
+    HardLinked {
+        path: String,
+        dir: String,
+        why: String,
+        links: u64,
+    },
     #[error("cannot open {path}: {source}")]
     Io {
         path: String,
@@ -494,6 +574,54 @@ mod trust_tests {
         assert!(read_trusted(&dir.path().join("none"), 10)
             .unwrap_err()
             .is_missing());
+    }
+
+    #[test]
+    fn a_file_to_replace_is_read_through_a_symlink_only_where_no_one_else_can_write() {
+        let top = tempfile::tempdir().unwrap();
+        let victim = top.path().join("victim");
+        fs::write(&victim, "root only").unwrap();
+        let dir = top.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        let p = dir.join("config.toml");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let linked = dir.join("linked");
+        fs::hard_link(&victim, &linked).unwrap();
+
+        // Only we can write d: the symlink and the hard link are ours.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let (text, meta) = read_to_replace(&p).unwrap().unwrap();
+        assert_eq!((text.as_str(), meta.nlink()), ("root only", 2));
+        assert!(read_to_replace(&linked).unwrap().is_some());
+        assert!(read_to_replace(&dir.join("none")).unwrap().is_none());
+        let e = read_to_replace(&fifo).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+
+        // Others can write d: neither is read, a FIFO never blocks.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read_to_replace(&p).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{} is a symbolic link in {}, a directory that another user can write (it is writable by group or others, mode 777)",
+                p.display(),
+                dir.display()
+            )),
+            "{e}"
+        );
+        let e = read_to_replace(&linked).unwrap_err();
+        assert!(matches!(e, Untrusted::HardLinked { links: 2, .. }), "{e}");
+        let e = read_to_replace(&fifo).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+        fs::write(dir.join("own"), "mine").unwrap();
+        assert_eq!(
+            read_to_replace(&dir.join("own")).unwrap().unwrap().0,
+            "mine"
+        );
+        assert!(read_to_replace(&dir.join("none")).unwrap().is_none());
     }
 
     #[test]

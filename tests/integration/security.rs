@@ -413,6 +413,17 @@ fn regular(path: &Path) -> Option<(u32, u32, String)> {
     ))
 }
 
+/// What one `configure` run left at one of its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Left {
+    /// A regular file of nobody, with its mode, wired.
+    Written,
+    /// The attacker's symlink, moved there by root's rename.
+    Moved,
+    /// The planted file as it was (the run stopped before writing it).
+    Untouched,
+}
+
 /// Item 1, as the auditor did it: `nobody` owns the runner's directory and keeps
 /// swapping every file root writes there for a symlink to a root-only 0600 file
 /// elsewhere, while root runs `configure gitlab-runner` and `configure docker`
@@ -420,6 +431,10 @@ fn regular(path: &Path) -> Option<(u32, u32, String)> {
 /// root leaves are regular, keep their owner (nobody) and mode, or are the
 /// attacker's own symlink that root's rename moved within the attacker's directory
 /// (renaming is by name; the attacker may put a symlink there at any time anyway).
+/// When root's rename moved the symlink onto a file it wrote, `configure` says so
+/// and fails: it reports success only when every file it wrote is its own, wired,
+/// regular file (the swapper leaves files of nobody alone, so what the test finds
+/// after a run is what the run left).
 ///
 /// Why this fails against a version that chowns by path: that version created the
 /// temporary file, `chmod`ed it by name, wrote and synced it, renamed it over
@@ -433,6 +448,9 @@ fn regular(path: &Path) -> Option<(u32, u32, String)> {
 /// landing there would make the victim 0644 and fail the test too, but reverting
 /// only that was not caught in 2 x 100 runs: this test guards the owner race for
 /// certain and the mode race only by chance (no seam can hold that window open).
+/// Without the check after the rename (`files::replace` comparing what the path
+/// names with the file it wrote), `configure` reported success with the symlink
+/// at config.toml in about 6 runs out of 10: the test fails in its first such run.
 #[test]
 fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks() {
     const RUNS: usize = 50;
@@ -496,9 +514,9 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
             "the victim was written after {after}"
         );
     };
-    let (mut written, mut moved) = (0, 0);
-    let mut check = |path: &Path, mode: u32, wired: &str, after: &str| match regular(path) {
-        None => moved += 1,
+    // What a run left at `path`, planted with `planted` and `mode`.
+    let left = |path: &Path, planted: &str, mode: u32, after: &str| match regular(path) {
+        None => Left::Moved,
         Some((uid, m, text)) => {
             assert_eq!(
                 (uid, m),
@@ -506,13 +524,50 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
                 "{} lost its owner or mode after {after}",
                 path.display()
             );
+            if text == planted {
+                Left::Untouched
+            } else {
+                assert!(
+                    text.contains("ecr-login"),
+                    "{} holds neither the planted nor the wired text after {after}",
+                    path.display()
+                );
+                Left::Written
+            }
+        }
+    };
+    // A run succeeds with all its files written, or fails saying that someone
+    // who can write the directory replaced a file, reporting as written none
+    // that it did not leave written (none changed through a symlink: see above).
+    let (mut written, mut moved, mut refused) = (0, 0, 0);
+    let mut judge = |out: &Output, files: &[(PathBuf, Left)], after: &str| {
+        if out.status.success() {
             assert!(
-                text.contains(wired),
-                "{} not written after {after}",
-                path.display()
+                files.iter().all(|(_, f)| *f == Left::Written),
+                "{after} reported success, but its files are {files:?}: {}",
+                common::output_text(out)
             );
             written += 1;
+            return;
         }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("someone who can write")
+                && stderr.contains(&format!("{} replaced it", dir.display()))
+                && stderr.contains("writable only by"),
+            "{after} failed without saying the file was replaced in {}: {}",
+            dir.display(),
+            common::output_text(out)
+        );
+        for (path, f) in files {
+            assert!(
+                *f == Left::Written || !stderr.contains(&format!("{}: updated", path.display())),
+                "{after} reported {} as written, but it is {f:?}: {stderr}",
+                path.display()
+            );
+        }
+        refused += 1;
+        moved += files.iter().filter(|(_, f)| *f == Left::Moved).count();
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for run in 0..RUNS {
@@ -531,14 +586,10 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
                 dir.join("config.toml").to_str().unwrap(),
             ]);
             let after = format!("configure gitlab-runner, run {run}");
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{after}: {}",
-                common::output_text(&out)
-            );
             check_victim(&after);
-            check(&dir.join("config.toml"), 0o644, "ecr-login", &after);
+            let files = [dir.join("config.toml")]
+                .map(|p| (p.clone(), left(&p, &runner_config, 0o644, &after)));
+            judge(&out, &files, &after);
 
             let out = configure(&[
                 "docker",
@@ -548,14 +599,10 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
                 dir.join("auth.json").to_str().unwrap(),
             ]);
             let after = format!("configure docker, run {run}");
-            assert_eq!(
-                out.status.code(),
-                Some(0),
-                "{after}: {}",
-                common::output_text(&out)
-            );
             check_victim(&after);
-            check(&dir.join("config.json"), 0o600, "ecr-login", &after);
+            let files = [dir.join("config.json"), dir.join("auth.json")]
+                .map(|p| (p.clone(), left(&p, "{}\n", 0o600, &after)));
+            judge(&out, &files, &after);
         }
     }));
     fs::write(&stop, "").unwrap();
@@ -567,13 +614,151 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("the swapper failed: {}", common::output_text(&out)));
-    // The attack took place, and root still wrote its files in most runs.
+    // The attack took place, root still wrote its files in some runs, and it
+    // noticed the runs where its rename moved the attacker's symlink.
     assert!(swaps > 0, "the swapper never swapped a file");
     assert!(
         written > 0,
-        "no run left a written file ({moved} moved symlinks)"
+        "no run left its files written ({refused} refused, {moved} symlinks moved)"
     );
-    eprintln!("{swaps} swaps; {written} files written, {moved} symlinks moved by root's rename");
+    eprintln!(
+        "{swaps} swaps; {written} runs wrote their files, {refused} said a file was replaced ({moved} symlinks moved by root's rename)"
+    );
+}
+
+/// Item 1, the read: `configure` reads the file it edits before writing it, and an
+/// error about that file may quote it (a runner's name, a registry in `auths`). In
+/// a directory that `nobody` owns, config.toml and config.json are nobody's
+/// symlinks to root-only 0600 files whose content is not a usable config and
+/// carries a marker (a TOML syntax error; a runner config with only a shell runner;
+/// a Docker config whose `auths` entry is not an object): `configure` refuses each,
+/// saying which file is a symbolic link in which directory, and no output of any
+/// run (write or `--dry-run`) shows the marker. In a directory only root can
+/// write, an admin's symlinked config.toml still works.
+///
+/// Against the version that read through symlinks, the runner run printed
+/// `its runners: "SECRET-…" (shell)` and the JSON run "`auths.SECRET-…` must be an
+/// object" (the TOML syntax error named only its line): the test fails.
+#[test]
+fn configure_never_reads_through_a_symlink_in_a_directory_of_another_user() {
+    const MARK: &str = "SECRET-7f3a";
+    let tmp = TempDir::new("sec-configure-read");
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root_only = |name: &str, text: &str| {
+        let path = tmp.join(name);
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let toml_victims = [
+        root_only("root-only.toml", &format!("{MARK}-TOML = \"unterminated\n")),
+        root_only(
+            "root-only-runner.toml",
+            &format!("[[runners]]\nname = \"{MARK}-RUNNER\"\nexecutor = \"shell\"\n"),
+        ),
+    ];
+    let json_victim = root_only(
+        "root-only.json",
+        &format!("{{\"auths\":{{\"{MARK}-JSON\":1}}}}\n"),
+    );
+    let dir = tmp.join("runner");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    chown(&dir, NOBODY);
+    let home = tmp.join("home");
+    fs::create_dir(&home).unwrap();
+    let configure = |args: &[&str]| {
+        let mut cmd = Command::new(common::bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .arg("configure")
+            .args(args)
+            .args(["--registry", HOST]);
+        common::run(&mut cmd)
+    };
+    let runner_toml = dir.join("config.toml");
+    let runner_args = [
+        "gitlab-runner",
+        "--runner-config",
+        runner_toml.to_str().unwrap(),
+    ];
+    let docker_args = [
+        "docker",
+        "--config-dir",
+        dir.to_str().unwrap(),
+        "--no-auth-file",
+    ];
+    let victims = [
+        (&runner_args[..], "config.toml", &toml_victims[0]),
+        (&runner_args[..], "config.toml", &toml_victims[1]),
+        (&docker_args[..], "config.json", &json_victim),
+    ];
+    for (args, file, victim) in victims {
+        let link = dir.join(file);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(victim, &link).unwrap();
+        chown(&link, NOBODY);
+        let before = fs::read_to_string(victim).unwrap();
+        for dry_run in [false, true] {
+            let mut args = args.to_vec();
+            if dry_run {
+                args.push("--dry-run");
+            }
+            let out = configure(&args);
+            let text = common::output_text(&out);
+            assert!(!out.status.success(), "{args:?} succeeded: {text}");
+            assert!(
+                !text.contains(MARK),
+                "{args:?} showed a root-only file: {text}"
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(&format!(
+                    "{} is a symbolic link in {}",
+                    link.display(),
+                    dir.display()
+                )) && stderr.contains("another user"),
+                "{args:?} did not say which symlink it refused: {text}"
+            );
+        }
+        let meta = fs::symlink_metadata(victim).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o600));
+        assert_eq!(fs::read_to_string(victim).unwrap(), before);
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+    let mut left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["config.json", "config.toml"], "nothing was written");
+
+    // Root's own directory: the symlink is root's choice and is read through.
+    let admin = tmp.join("etc-gitlab-runner");
+    fs::create_dir(&admin).unwrap();
+    fs::set_permissions(&admin, fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = root_only(
+        "shared-config.toml",
+        &fs::read_to_string(
+            common::repo_root()
+                .join("tests/data/gitlab/runner-config/01-register-default/config.toml"),
+        )
+        .unwrap(),
+    );
+    std::os::unix::fs::symlink(&shared, admin.join("config.toml")).unwrap();
+    let out = configure(&[
+        "gitlab-runner",
+        "--runner-config",
+        admin.join("config.toml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    assert!(fs::read_to_string(admin.join("config.toml"))
+        .unwrap()
+        .contains("ecr-login"));
 }
 
 // ---------------------------------------------------------------------------

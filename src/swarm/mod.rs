@@ -47,8 +47,8 @@ pub use step::{step, Settings, State, Step, Turn};
 /// What `swarm refresh` was asked to do.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    /// A DOCKER_HOST value.
-    pub docker_host: String,
+    /// The daemon, with its TLS settings.
+    pub docker_host: docker::Target,
     pub settings: Settings,
     pub watch_events: bool,
     /// `/metrics` and `/healthz` on this address.
@@ -70,7 +70,7 @@ pub(crate) fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
 
 async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     let metrics = Metrics::new();
-    let docker = Docker::new(&o.docker_host, metrics.docker_calls.clone())?;
+    let docker = Docker::new(&o.docker_host, metrics.docker_calls.clone());
     if let Some(addr) = &o.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr.as_str())
             .await

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::common::{self, Dockerd, Registry, TempDir, TokenServer};
+use crate::common::{self, Dockerd, Registry, Tcp, TempDir, TokenServer};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "eu-west-1";
@@ -31,9 +31,14 @@ pub struct Lab {
 impl Lab {
     /// Token server, registry on its htpasswd, dockerd as a one-node Swarm.
     pub fn start() -> Lab {
+        Lab::start_with(Tcp::None)
+    }
+
+    /// The same, with the daemon's API also on TCP (plain or TLS).
+    pub fn start_with(tcp: Tcp) -> Lab {
         let tokens = TokenServer::start();
         let registry = Registry::start(&tokens.htpasswd);
-        let docker = Dockerd::start();
+        let docker = Dockerd::start_with(tcp);
         docker.swarm_init();
         let tmp = TempDir::new("swarm");
         let config = tmp.join("config.toml");

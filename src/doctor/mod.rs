@@ -9,6 +9,7 @@ mod probe;
 mod regions;
 pub mod report;
 mod runner;
+mod wiring;
 
 use std::path::PathBuf;
 
@@ -18,7 +19,8 @@ use crate::env::Env;
 use crate::registry::Host;
 use crate::tokens::cache::Cache;
 use crate::tokens::{Limits, Tokens};
-use checks::{Context, Route, Subject};
+use checks::{Context, Subject};
+use wiring::Route;
 pub use report::{Check, RegistryReport, Report, Status};
 
 /// What to examine.
@@ -100,7 +102,7 @@ fn examine(cx: &Context, s: &Subject) -> RegistryReport {
     walk.push(check);
     let host = s.host.clone();
     if let (Some(resolved), Some(host)) = (resolved, host) {
-        let route = walk.step(|| checks::wiring(cx, &host));
+        let route = walk.step(|| wiring::wiring(cx, &host));
         if let Some(route) = route.flatten() {
             if matches!(route, Route::Helper { .. }) {
                 walk.step(|| (checks::helper(cx, &route), ()));

@@ -14,14 +14,13 @@ mod wiring;
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::dockercfg::DockerConfig;
 use crate::env::Env;
 use crate::registry::Host;
 use crate::tokens::cache::Cache;
 use crate::tokens::{Limits, Tokens};
 use checks::{Context, Subject};
-use wiring::Route;
 pub use report::{Check, RegistryReport, Report, Status};
+use wiring::Route;
 
 /// What to examine.
 #[derive(Clone, Debug, Default)]
@@ -54,7 +53,8 @@ pub fn run(
     let (docker_config, why) = docker_config_dir(env, opts);
     let mut targets = opts.targets.clone();
     if targets.is_empty() {
-        targets = default_targets(config, &docker_config.join("config.json"));
+        let (files, _) = wiring::containers_files(env, &docker_config, &why);
+        targets = default_targets(config, &files);
     }
     if targets.is_empty() {
         return Err(DoctorError::NothingToCheck(
@@ -102,11 +102,12 @@ fn examine(cx: &Context, s: &Subject) -> RegistryReport {
     walk.push(check);
     let host = s.host.clone();
     if let (Some(resolved), Some(host)) = (resolved, host) {
-        let route = walk.step(|| wiring::wiring(cx, &host));
-        if let Some(route) = route.flatten() {
-            if matches!(route, Route::Helper { .. }) {
-                walk.step(|| (checks::helper(cx, &route), ()));
-            }
+        let (wired, routes) = wiring::wiring(cx, &host);
+        for c in wired {
+            walk.push(c);
+        }
+        for route in routes.iter().filter(|r| matches!(r, Route::Helper { .. })) {
+            walk.step(|| (checks::helper(cx, route), ()));
         }
         let token = if let Some(b) = checks::broker(cx) {
             // Through a broker the helper holds no AWS identity and no cache: the
@@ -178,15 +179,15 @@ fn docker_config_dir(env: &Env, opts: &Options) -> (PathBuf, String) {
     )
 }
 
-/// The registries of the ecr-auth config file and the ECR hosts the Docker
-/// config names.
-fn default_targets(config: &Config, docker_config: &std::path::Path) -> Vec<String> {
+/// The registries of the ecr-auth config file and the ECR hosts that the Docker
+/// config and the containers auth.json files name.
+fn default_targets(config: &Config, files: &[wiring::AuthFile]) -> Vec<String> {
     let mut out: Vec<String> = config
         .registries
         .iter()
         .map(|r| r.host.to_string())
         .collect();
-    if let Ok(Some(doc)) = DockerConfig::read(docker_config) {
+    for doc in files.iter().filter_map(|f| f.read().ok().flatten()) {
         let named = doc
             .cred_helpers()
             .into_iter()

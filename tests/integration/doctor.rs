@@ -50,12 +50,18 @@ impl Lab {
     fn command(&self) -> Command {
         let mut cmd = Command::new(common::bin());
         let home = self.tmp.join("home");
+        let run = self.tmp.join("run");
         fs::create_dir_all(&home).unwrap();
+        fs::create_dir_all(&run).unwrap();
         common::apply_aws_env(&mut cmd, &self.ts.endpoint)
             .env("HOME", &home)
             .env("ECR_AUTH_CONFIG", self.tmp.join("config.toml"))
             .env("ECR_AUTH_CACHE_DIR", self.tmp.join("cache"))
             .env("DOCKER_CONFIG", self.tmp.join("docker"))
+            // podman's files: the primary one in XDG_RUNTIME_DIR, then ~/.config.
+            .env("XDG_RUNTIME_DIR", &run)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("REGISTRY_AUTH_FILE")
             .env("ECR_AUTH_TIMEOUT", "5s")
             .env(
                 "PATH",
@@ -120,7 +126,7 @@ fn the_healthy_case_passes_every_check_in_text_and_json() {
     let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(
         ids,
-        ["name", "wiring", "helper", "identity", "clock", "token", "cache", "registry"]
+        ["name", "wiring", "wiring", "helper", "identity", "clock", "token", "cache", "registry"]
     );
     for c in checks {
         assert_eq!(c["status"], "ok", "{c}");
@@ -129,18 +135,22 @@ fn the_healthy_case_passes_every_check_in_text_and_json() {
         let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["id", "status", "evidence"]);
     }
-    assert!(checks[3]["evidence"]
+    assert!(checks[2]["evidence"]
+        .as_str()
+        .unwrap()
+        .starts_with("podman, skopeo, buildah: "));
+    assert!(checks[4]["evidence"]
         .as_str()
         .unwrap()
         .contains(&format!("account {ACCOUNT}")));
-    assert!(checks[7]["evidence"]
+    assert!(checks[8]["evidence"]
         .as_str()
         .unwrap()
         .contains("team/app:1.0 exists"));
     // The text form: a checklist of ✓, no colour when not on a terminal.
     let text = lab.command().args(["doctor", &image]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
-    assert_eq!(text.matches("  ✓ ").count(), 8, "{text}");
+    assert_eq!(text.matches("  ✓ ").count(), 9, "{text}");
     assert!(
         text.ends_with("All checks passed.\n") && !text.contains('\x1b'),
         "{text}"
@@ -375,6 +385,96 @@ fn seeded_misconfigurations_name_the_first_broken_step() {
     assert_eq!(
         seen,
         ["broker", "cache", "clock", "helper", "identity", "name", "registry", "token", "wiring"]
+    );
+}
+
+/// podman, skopeo and buildah search other files than docker (containers-auth.json(5)):
+/// doctor names the file they take the host from, and real skopeo, given the same
+/// environment, agrees — it pulls through the file doctor passes and is refused
+/// by the stale entry doctor fails.
+#[test]
+fn the_containers_auth_json_in_effect_is_the_one_skopeo_uses() {
+    let lab = Lab::new();
+    let host = lab.registry.addr.clone();
+    let image = lab.registry.image("team/app", "1.0");
+    let skopeo_inspect = || {
+        let mut cmd = common::skopeo(lab.tmp.path());
+        // The doctor's environment exactly: HOME, XDG_RUNTIME_DIR, PATH, AWS, config.
+        for (k, v) in lab.command().get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        common::run(
+            cmd.args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+                .arg(format!("docker://{image}")),
+        )
+    };
+
+    // Docker knows nothing of the host; ~/.config/containers/auth.json sends it to the helper.
+    lab.docker_config(&serde_json::json!({"auths": {}}));
+    let user_file = lab.tmp.join("home/.config/containers/auth.json");
+    fs::create_dir_all(user_file.parent().unwrap()).unwrap();
+    fs::write(
+        &user_file,
+        serde_json::json!({"credHelpers": {host.clone(): "ecr-login"}}).to_string(),
+    )
+    .unwrap();
+    let (out, json) = lab.doctor(&mut lab.command(), &image);
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    let checks = &json["registries"][0]["checks"];
+    assert_eq!(checks[1]["status"], "warn", "docker is not wired: {json:#}");
+    assert_eq!(checks[2]["status"], "ok", "{json:#}");
+    assert_eq!(
+        checks[2]["evidence"],
+        format!(
+            "podman, skopeo, buildah: {} (~/.config/containers) sends {host} to docker-credential-ecr-login (credHelpers)",
+            user_file.display()
+        )
+    );
+    assert_eq!(checks[3]["id"], "helper");
+    assert_eq!(checks[3]["status"], "ok");
+    let pulled = skopeo_inspect();
+    assert!(
+        pulled.status.success(),
+        "skopeo: {}",
+        common::output_text(&pulled)
+    );
+
+    // A stale `podman login` in the primary file ($XDG_RUNTIME_DIR) comes first.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let inner = b64.encode(
+        r#"{"payload":"x","datakey":"y","version":"2","type":"DATA_KEY","expiration":1600000000}"#,
+    );
+    let primary = lab.tmp.join("run/containers/auth.json");
+    fs::create_dir_all(primary.parent().unwrap()).unwrap();
+    fs::write(
+        &primary,
+        serde_json::json!({"auths": {host.clone(): {"auth": b64.encode(format!("AWS:{inner}"))}}})
+            .to_string(),
+    )
+    .unwrap();
+    let (out, json) = lab.doctor(&mut lab.command(), &image);
+    let (id, evidence, fix) = first_failure(&out, &json);
+    assert_eq!(id, "wiring");
+    assert!(
+        evidence.starts_with(&format!(
+            "podman, skopeo, buildah: {} (the primary file, in $XDG_RUNTIME_DIR) has a static auths entry for {host} holding an ECR token that expired at 2020-09-13T12:26:40Z",
+            primary.display()
+        )),
+        "{evidence}"
+    );
+    assert!(fix.starts_with("remove that auths entry"), "{fix}");
+    let refused = skopeo_inspect();
+    assert!(
+        !refused.status.success(),
+        "skopeo pulled with a stale entry"
+    );
+    let said = common::output_text(&refused).to_lowercase();
+    assert!(
+        said.contains("unauthorized") || said.contains("authentication required"),
+        "{said}"
     );
 }
 

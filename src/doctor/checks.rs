@@ -63,7 +63,6 @@ pub(crate) struct Context<'a> {
     pub docker_config_why: String,
     pub tokens: &'a Tokens,
     pub cache_dir: Option<PathBuf>,
-    pub broker: Option<String>,
     pub timeout: Duration,
 }
 
@@ -80,6 +79,19 @@ pub(crate) fn name(cx: &Context, s: &Subject) -> (Check, Option<Resolved>) {
         );
     };
     let Some(resolved) = cx.config.resolve(host) else {
+        if let Some(b) = cx.tokens.broker_client() {
+            return (
+                Check::ok(
+                    "name",
+                    format!(
+                        "{host} is not an ECR name and not mapped in {}; the broker at {} decides (next checks)",
+                        shown_config(cx),
+                        b.url()
+                    ),
+                ),
+                None,
+            );
+        }
         let looks = host.as_str().contains("dkr.ecr") || host.as_str().contains("amazonaws");
         let evidence = if looks {
             format!("{host} looks like an ECR host but is not one (ECR hosts are <12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn], or public.ecr.aws)")
@@ -388,23 +400,81 @@ pub(crate) fn cache(cx: &Context) -> Check {
     )
 }
 
-/// 8. The broker, if one is configured.
-pub(crate) fn broker(cx: &Context) -> Option<Check> {
-    let url = cx.broker.as_ref()?;
-    let path = url.strip_prefix("unix://").unwrap_or(url);
-    Some(match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Check::ok("broker", format!("the broker socket {path} accepts connections")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Check::fail(
-            "broker",
-            format!("the broker socket {path} does not exist"),
-            "start the broker (ecr-auth serve --socket …) or fix ECR_AUTH_BROKER / broker = … in the config file",
+/// 8. The broker, if one is configured: reachable, allowed for this host, and
+/// its answer (the expiry of the token it hands out, never the token). The
+/// token, for the registry check.
+pub(crate) fn broker(cx: &Context, host: &Host) -> (Check, Option<AuthToken>) {
+    use crate::tokens::broker::Answer;
+    let Some(client) = cx.tokens.broker_client() else {
+        return (Check::skip("broker", "no broker is configured"), None);
+    };
+    let url = client.url();
+    let Some(path) = url.strip_prefix("unix://").filter(|p| p.starts_with('/')) else {
+        return (
+            Check::fail(
+                "broker",
+                format!("the broker address {url:?} is not unix:///ABSOLUTE/PATH"),
+                "set ECR_AUTH_BROKER (or broker = … in the config file) to the socket of ecr-auth serve, e.g. unix:///run/ecr-auth/broker.sock",
+            ),
+            None,
+        );
+    };
+    let fail = |evidence: String, fix: &str| (Check::fail("broker", evidence, fix), None);
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fail(
+                format!("the broker socket {path} does not exist"),
+                "start the broker (ecr-auth serve --socket …) or fix ECR_AUTH_BROKER / broker = … in the config file",
+            )
+        }
+        Err(e) => {
+            return fail(
+                format!("cannot connect to the broker socket {path}: {e}"),
+                "check that ecr-auth serve runs and that this user is in the socket's group",
+            )
+        }
+    }
+    match client.ask(host, cx.tokens.now()) {
+        Ok(Answer::Token(t)) => (
+            Check::ok(
+                "broker",
+                format!(
+                    "the broker at {path} allows {host}: it answered a token valid until {}",
+                    crate::tokens::format_time(t.expires_at)
+                ),
+            ),
+            Some(t),
         ),
-        Err(e) => Check::fail(
-            "broker",
-            format!("cannot connect to the broker socket {path}: {e}"),
-            "check that ecr-auth serve runs and that this user is in the socket's group",
+        Ok(Answer::NotAllowed(reason)) => fail(
+            format!("the broker at {path} does not allow {host}: {reason}"),
+            &format!("ask the broker's operator to allow it: ecr-auth serve --allow {host}, or `allow` in [broker] of its config file"),
         ),
-    })
+        Ok(Answer::NotFound(reason)) => fail(
+            format!("the broker at {path} has no token for {host}: {reason}"),
+            "the broker lacks AWS credentials or a mapping for this host: run ecr-auth doctor for it as the broker's user, on the broker's host",
+        ),
+        Ok(Answer::Failed(reason)) => fail(
+            format!("the broker at {path} could not get a token for {host}: {reason}"),
+            "see the broker's log; ecr-auth doctor run as the broker's user on its host names the broken step",
+        ),
+        Err(e) => fail(
+            e.to_string(),
+            "check that ecr-auth serve runs there and answers (its log), and that ECR_AUTH_BROKER names its socket",
+        ),
+    }
+}
+
+/// The token the broker handed out, as the `token` check.
+pub(crate) fn broker_token(t: &AuthToken) -> Check {
+    Check::ok(
+        "token",
+        format!(
+            "an ECR token for {} from the broker, valid until {}",
+            t.host,
+            crate::tokens::format_time(t.expires_at)
+        ),
+    )
 }
 
 /// 9. The registry, with the token.

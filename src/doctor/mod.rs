@@ -63,10 +63,19 @@ pub fn run(
     }
     let limits = Limits::from_env(env);
     // A real fetch that neither reads nor writes the helper's cache.
-    let tokens = Tokens::builder(env.clone(), config.clone())
+    let mut tokens = Tokens::builder(env.clone(), config.clone())
         .cache(None)
-        .limits(limits)
-        .build();
+        .limits(limits);
+    if let Some(b) = &opts.broker {
+        // A bare path is the socket itself.
+        let url = if b.starts_with('/') {
+            format!("unix://{b}")
+        } else {
+            b.clone()
+        };
+        tokens = tokens.broker(Some(url));
+    }
+    let tokens = tokens.build();
     let cx = Context {
         env,
         config,
@@ -75,10 +84,6 @@ pub fn run(
         docker_config_why: why,
         tokens: &tokens,
         cache_dir: Cache::from_env(env).map(|c| c.dir().to_path_buf()),
-        broker: opts
-            .broker
-            .clone()
-            .or_else(|| env.get("ECR_AUTH_BROKER").map(str::to_string)),
         timeout: limits.cold_deadline,
     };
     let registries = targets
@@ -100,36 +105,38 @@ fn examine(cx: &Context, s: &Subject) -> RegistryReport {
     let mut walk = Walk::default();
     let (check, resolved) = checks::name(cx, s);
     walk.push(check);
-    let host = s.host.clone();
-    if let (Some(resolved), Some(host)) = (resolved, host) {
-        let (wired, routes) = wiring::wiring(cx, &host);
-        for c in wired {
-            walk.push(c);
-        }
-        for route in routes.iter().filter(|r| matches!(r, Route::Helper { .. })) {
-            walk.step(|| (checks::helper(cx, route), ()));
-        }
-        let token = if let Some(b) = checks::broker(cx) {
-            // Through a broker the helper holds no AWS identity and no cache: the
-            // socket comes next on the path, then the token it hands out.
-            walk.step(|| (b, ()));
-            walk.step(|| checks::token(cx, &host)).flatten()
-        } else {
-            if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
-                walk.push(clock);
-            }
-            let token = walk.step(|| checks::token(cx, &host)).flatten();
-            walk.step(|| (checks::cache(cx), ()));
-            token
-        };
-        if let Some(token) = token {
-            walk.step(|| (checks::registry(cx, s, &host, &token), ()));
-        }
+    let Some(host) = s.host.clone().filter(|_| !walk.failed) else {
+        return walk.report(s);
+    };
+    let (wired, routes) = wiring::wiring(cx, &host);
+    for c in wired {
+        walk.push(c);
     }
-    RegistryReport {
-        registry: s.given.clone(),
-        checks: walk.done(),
+    for route in routes.iter().filter(|r| matches!(r, Route::Helper { .. })) {
+        walk.step(|| (checks::helper(cx, route), ()));
     }
+    let token = if cx.tokens.broker_client().is_some() {
+        // Through a broker the helper holds no AWS identity and no cache: the
+        // socket comes next on the path, and the token is the one it answers.
+        let token = walk.step(|| checks::broker(cx, &host)).flatten();
+        if let Some(t) = &token {
+            walk.push(checks::broker_token(t));
+        }
+        token
+    } else if let Some(resolved) = resolved {
+        if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
+            walk.push(clock);
+        }
+        let token = walk.step(|| checks::token(cx, &host)).flatten();
+        walk.step(|| (checks::cache(cx), ()));
+        token
+    } else {
+        None
+    };
+    if let Some(token) = token {
+        walk.step(|| (checks::registry(cx, s, &host, &token), ()));
+    }
+    walk.report(s)
 }
 
 /// The checks so far; once one fails, later steps are recorded as skipped.
@@ -160,8 +167,11 @@ impl Walk {
         Some(extra)
     }
 
-    fn done(self) -> Vec<Check> {
-        self.checks
+    fn report(self, s: &Subject) -> RegistryReport {
+        RegistryReport {
+            registry: s.given.clone(),
+            checks: self.checks,
+        }
     }
 }
 

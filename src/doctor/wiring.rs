@@ -180,17 +180,19 @@ fn docker(cx: &Context, host: &Host) -> (Check, Option<Route>, bool) {
     let where_ = format!("{} ({})", path.display(), cx.docker_config_why);
     let doc = match DockerConfig::read(&path) {
         Ok(Some(doc)) => doc,
-        Ok(None) => return (
-            Check::fail(
-                "wiring",
-                format!(
+        Ok(None) => {
+            return (
+                Check::fail(
+                    "wiring",
+                    format!(
                     "docker: {where_} does not exist: nothing sends {host} to a credential helper"
                 ),
-                format!("ecr-auth configure docker --registry {host}"),
-            ),
-            None,
-            true,
-        ),
+                    format!("ecr-auth configure docker --registry {host}"),
+                ),
+                None,
+                true,
+            )
+        }
         Err(e) => {
             return (
                 Check::fail(
@@ -445,7 +447,6 @@ mod tests {
                 docker_config_why: "the default, ~/.docker".into(),
                 tokens: &tokens,
                 cache_dir: None,
-                broker: None,
                 timeout: std::time::Duration::from_secs(1),
             };
             wiring(&cx, &Host::parse(HOST).unwrap())

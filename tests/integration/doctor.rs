@@ -83,6 +83,31 @@ impl Lab {
     }
 }
 
+/// `ecr-auth serve` on a socket in the lab's dir: AWS from the lab token server
+/// (or, with `aws` false, no AWS credentials at all), the lab's config file (which
+/// maps the registry to ECR), `--allow ALLOW`.
+fn start_broker(lab: &Lab, name: &str, allow: &str, aws: bool) -> (common::Proc, String) {
+    let socket = lab.tmp.join(format!("{name}.sock"));
+    let mut cmd = Command::new(common::bin());
+    common::apply_aws_env(&mut cmd, &lab.ts.endpoint);
+    if !aws {
+        cmd.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+    }
+    cmd.env("HOME", lab.tmp.join("home"))
+        .env("ECR_AUTH_CONFIG", lab.tmp.join("config.toml"))
+        .env_remove("ECR_AUTH_BROKER")
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .args(["--allow", allow]);
+    let mut proc = common::Proc::spawn(name, cmd, &lab.tmp.join(format!("{name}.log")));
+    proc.wait_until(name, common::STARTUP_TIMEOUT, || {
+        common::http_unix(&socket, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (proc, format!("unix://{}", socket.display()))
+}
+
 /// The id, evidence and fix of the first failing check, and the exit code.
 fn first_failure(out: &Output, json: &serde_json::Value) -> (String, String, String) {
     assert_eq!(out.status.code(), Some(1), "{}", common::output_text(out));
@@ -162,6 +187,15 @@ fn seeded_misconfigurations_name_the_first_broken_step() {
     let lab = Lab::new();
     let host = lab.registry.addr.clone();
     let image = lab.registry.image("team/app", "1.0");
+    // A broker that hands out tokens for another registry only.
+    let (_narrow, narrow_broker) = start_broker(
+        &lab,
+        "narrow",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        true,
+    );
+    // A broker allowed this registry but holding no AWS credentials.
+    let (_bare, bare_broker) = start_broker(&lab, "bare", &host, false);
     type Setup<'a> = Box<dyn Fn(&Lab, &mut Command) -> String + 'a>;
     let cases: Vec<(&str, Setup, &str, &str, &str)> = vec![
         (
@@ -337,6 +371,26 @@ fn seeded_misconfigurations_name_the_first_broken_step() {
             "set ECR_AUTH_CACHE_DIR to a directory of this user",
         ),
         (
+            "the broker does not allow this registry",
+            Box::new(|_, cmd| {
+                cmd.env("ECR_AUTH_BROKER", &narrow_broker);
+                image.clone()
+            }),
+            "broker",
+            "is not in this broker's allow-list",
+            "ecr-auth serve --allow",
+        ),
+        (
+            "the broker has no AWS credentials",
+            Box::new(|_, cmd| {
+                cmd.env("ECR_AUTH_BROKER", &bare_broker);
+                image.clone()
+            }),
+            "broker",
+            "has no token for",
+            "the broker lacks AWS credentials",
+        ),
+        (
             "broker socket missing",
             Box::new(|l, cmd| {
                 cmd.env("ECR_AUTH_BROKER", format!("unix://{}", l.tmp.join("no-broker.sock").display()));
@@ -475,6 +529,79 @@ fn the_containers_auth_json_in_effect_is_the_one_skopeo_uses() {
     assert!(
         said.contains("unauthorized") || said.contains("authentication required"),
         "{said}"
+    );
+}
+
+/// A job's view: no AWS anything and no ecr-auth config file, only the broker
+/// socket. Every check passes, the broker's answer is named (its expiry, never the
+/// token), and the registry accepts the token it handed out.
+#[test]
+fn the_healthy_case_through_a_broker() {
+    let lab = Lab::new();
+    let host = lab.registry.addr.clone();
+    let image = lab.registry.image("team/app", "1.0");
+    let (_broker, url) = start_broker(&lab, "broker", &host, true);
+    let job_config = lab.tmp.join("job-config.toml");
+    fs::write(&job_config, "").unwrap();
+    let mut cmd = lab.command();
+    let aws: Vec<std::ffi::OsString> = cmd
+        .get_envs()
+        .map(|(k, _)| k.to_os_string())
+        .chain(std::env::vars_os().map(|(k, _)| k))
+        .filter(|k| k.to_string_lossy().starts_with("AWS_"))
+        .collect();
+    for k in aws {
+        cmd.env_remove(k);
+    }
+    cmd.env("AWS_EC2_METADATA_DISABLED", "true") // no instance metadata either
+        .env("ECR_AUTH_CONFIG", &job_config)
+        .env("ECR_AUTH_BROKER", &url);
+    let (out, json) = lab.doctor(&mut cmd, &image);
+    assert_eq!(out.status.code(), Some(0), "{json:#}");
+    assert_no_secret(&lab, &out);
+    let checks = json["registries"][0]["checks"].as_array().unwrap();
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["name", "wiring", "wiring", "helper", "broker", "token", "registry"]
+    );
+    for c in checks {
+        assert_eq!(c["status"], "ok", "{c}");
+    }
+    let evidence = |i: usize| checks[i]["evidence"].as_str().unwrap().to_string();
+    assert!(
+        evidence(0).contains(&format!("the broker at {url} decides")),
+        "{}",
+        evidence(0)
+    );
+    let socket = url.trim_start_matches("unix://");
+    assert!(
+        evidence(4).starts_with(&format!(
+            "the broker at {socket} allows {host}: it answered a token valid until "
+        )),
+        "{}",
+        evidence(4)
+    );
+    assert!(
+        evidence(6).contains("team/app:1.0 exists"),
+        "{}",
+        evidence(6)
+    );
+
+    // --broker names the socket instead of ECR_AUTH_BROKER (a bare path works too).
+    let out = lab
+        .command()
+        .args(["doctor", "--broker", socket, "--format", "json", &image])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json["registries"][0]["checks"][4]["id"], "broker",
+        "{json:#}"
+    );
+    assert_eq!(
+        json["registries"][0]["checks"][4]["status"], "ok",
+        "{json:#}"
     );
 }
 

@@ -9,6 +9,7 @@ mod probe;
 mod regions;
 pub mod report;
 mod runner;
+mod swarm;
 mod wiring;
 
 use std::path::PathBuf;
@@ -34,6 +35,10 @@ pub struct Options {
     /// A gitlab-runner config.toml to check, and optionally one runner of it.
     pub runner_config: Option<PathBuf>,
     pub runner: Option<String>,
+    /// Check this node's Swarm through the Docker daemon at `docker_host`
+    /// (a DOCKER_HOST value; default the local socket).
+    pub swarm: bool,
+    pub docker_host: Option<String>,
 }
 
 /// Errors that stop `doctor` before any check: bad usage.
@@ -56,7 +61,7 @@ pub fn run(
         let (files, _) = wiring::containers_files(env, &docker_config, &why);
         targets = default_targets(config, &files);
     }
-    if targets.is_empty() {
+    if targets.is_empty() && !opts.swarm {
         return Err(DoctorError::NothingToCheck(
             docker_config.join("config.json").display().to_string(),
         ));
@@ -97,7 +102,14 @@ pub fn run(
             .collect();
         runner::check(p, opts.runner.as_deref(), &hosts)
     });
-    Ok(Report::new(registries, runner, None))
+    let swarm = opts.swarm.then(|| {
+        let host = opts
+            .docker_host
+            .as_deref()
+            .unwrap_or(crate::swarm::docker::DEFAULT_HOST);
+        swarm::check(host, config, limits.cold_deadline)
+    });
+    Ok(Report::new(registries, runner, swarm))
 }
 
 /// The checks of one registry, stopping at the first failure.

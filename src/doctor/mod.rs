@@ -57,7 +57,9 @@ pub fn run(
 ) -> Result<Report, DoctorError> {
     let (docker_config, why) = docker_config_dir(env, opts);
     let mut targets = opts.targets.clone();
-    if targets.is_empty() {
+    // Swarm tasks pull with the auth stored in their service, not through this
+    // machine's Docker config: `--swarm` alone checks only the Swarm.
+    if targets.is_empty() && !opts.swarm {
         let (files, _) = wiring::containers_files(env, &docker_config, &why);
         targets = default_targets(config, &files);
     }

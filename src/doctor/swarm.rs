@@ -379,7 +379,13 @@ pub(crate) fn assess(f: &Facts, config: &Config) -> Vec<Check> {
         }
         Role::Leader { .. } => out.push(Check::ok(
             "swarm",
-            place(&format!("{} is the Swarm's leader manager", f.endpoint)),
+            match &f.leader {
+                Some((name, addr)) => format!(
+                    "{} is the Swarm's leader manager (this node, {name}, {addr})",
+                    f.endpoint
+                ),
+                None => format!("{} is the Swarm's leader manager", f.endpoint),
+            },
         )),
         Role::Manager { .. } if f.leader.is_none() => out.push(Check::fail(
             "swarm",
@@ -441,7 +447,7 @@ pub(crate) fn assess(f: &Facts, config: &Config) -> Vec<Check> {
                 s.name()
             ),
             _ => format!(
-                "redeploy it with --with-registry-auth before each run, or run the refresher with --include-jobs (an update runs {} again)",
+                "redeploy {0} with --with-registry-auth before each run, or run the refresher with --include-jobs (then each refresh runs {0} again)",
                 s.name()
             ),
         };
@@ -647,7 +653,7 @@ mod tests {
         );
         assert_eq!(
             checks[0].evidence,
-            "unix:///var/run/docker.sock is the Swarm's leader manager; the leader is m1 (127.0.0.1:2377)"
+            "unix:///var/run/docker.sock is the Swarm's leader manager (this node, m1, 127.0.0.1:2377)"
         );
         assert_eq!(
             checks[1].evidence,
@@ -787,6 +793,22 @@ mod tests {
         );
         let checks = assess(&facts(Role::Worker, vec![], vec![]), &Config::default());
         assert_eq!(checks[0].status, Status::Warn);
+        let follower = facts(
+            Role::Manager {
+                node_id: "n2".into(),
+            },
+            vec![],
+            vec![],
+        );
+        let checks = assess(&follower, &Config::default());
+        assert_eq!(checks[0].status, Status::Ok);
+        assert!(
+            checks[0]
+                .evidence
+                .ends_with("is a Swarm manager; the leader is m1 (127.0.0.1:2377)"),
+            "{}",
+            checks[0].evidence
+        );
         let mut lost = facts(
             Role::Manager {
                 node_id: "n2".into(),

@@ -682,3 +682,186 @@ fn runner_checks_sit_beside_the_registries() {
         .unwrap()
         .contains("ecr-auth configure gitlab-runner"));
 }
+
+/// `doctor --swarm` on the lab's one-node Swarm (a real dockerd, the Swarm lab of the
+/// `swarm_*` tests). The refresher is the example stack itself (`examples/swarm/stack.yml`,
+/// deployed as `swarm_deploy.rs` deploys it), not a plain `ecr-auth swarm refresh`
+/// process: doctor has to find the service the way users deploy it, and a process outside
+/// the Swarm is no service at all. Its metrics listen on 127.0.0.1 (host network), so
+/// doctor asks its /healthz.
+#[test]
+fn swarm_checks_on_the_lab_swarm() {
+    use crate::swarm_support::{get, wait_until, Lab as SwarmLab, CONVERGE};
+    let lab = SwarmLab::start();
+    let host = lab.registry.addr.clone();
+    let image = lab.push("app", "1");
+    lab.login();
+    let auth = "--with-registry-auth";
+    lab.create_service("app", &[auth, &image, "sleep", "100000"]);
+    lab.create_service("once", &[auth, "--mode", "replicated-job", &image, "true"]);
+    lab.create_service("paused", &[auth, &image, "sleep", "100000"]);
+    lab.wait_running("paused", 1);
+    // A failing update with failure action "pause": the task exits at once.
+    lab.docker(&[
+        "service",
+        "update",
+        "-d",
+        "--update-failure-action",
+        "pause",
+        "--update-monitor",
+        "2s",
+        "--args",
+        "false",
+        "paused",
+    ]);
+    assert!(
+        wait_until(CONVERGE, || lab.service("paused")["UpdateStatus"]["State"]
+            == "paused"),
+        "the update did not pause: {}",
+        lab.service("paused")["UpdateStatus"]
+    );
+    let doctor = |extra: &[&str]| {
+        let out = lab
+            .ecr_auth()
+            .env_remove("ECR_AUTH_LOG")
+            .env("ECR_AUTH_TIMEOUT", "5s")
+            .args(["doctor", "--swarm", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", common::output_text(&out)));
+        (out.status.code(), json)
+    };
+    let find = |json: &serde_json::Value, needle: &str| -> serde_json::Value {
+        json["swarm"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["evidence"].as_str().unwrap().contains(needle))
+            .cloned()
+            .unwrap_or_else(|| panic!("no swarm check says {needle:?}: {json:#}"))
+    };
+
+    // No refresher yet: that is the broken link.
+    let (code, json) = doctor(&[]);
+    assert_eq!(code, Some(1), "{json:#}");
+    assert_eq!(
+        json["registries"],
+        serde_json::json!([]),
+        "--swarm alone checks the Swarm"
+    );
+    let swarm = json["swarm"].as_array().unwrap();
+    assert_eq!(swarm[0]["status"], "ok");
+    assert!(
+        swarm[0]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("is the Swarm's leader manager (this node, "),
+        "{json:#}"
+    );
+    assert_eq!(swarm[1]["status"], "ok");
+    let on_ecr = swarm[1]["evidence"].as_str().unwrap();
+    assert!(
+        on_ecr.starts_with("3 service(s) pull from ECR: "),
+        "{on_ecr}"
+    );
+    for name in ["app", "once", "paused"] {
+        assert!(on_ecr.contains(&format!("{name} ({host})")), "{on_ecr}");
+    }
+    assert_eq!(swarm[2]["status"], "fail", "{json:#}");
+    assert!(swarm[2]["evidence"]
+        .as_str()
+        .unwrap()
+        .starts_with("no refresher"));
+    assert!(swarm[2]["fix"]
+        .as_str()
+        .unwrap()
+        .starts_with("deploy the refresher: docker stack deploy -c examples/swarm/stack.yml"));
+    let paused = find(&json, "service paused pulls from");
+    assert_eq!(paused["status"], "warn");
+    assert!(
+        paused["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("its update is paused"),
+        "{paused}"
+    );
+    assert!(paused["fix"]
+        .as_str()
+        .unwrap()
+        .contains("docker service update --rollback paused"));
+    let job = find(&json, "service once pulls from");
+    assert_eq!(job["status"], "warn");
+    assert!(
+        job["evidence"].as_str().unwrap().contains("ReplicatedJob"),
+        "{job}"
+    );
+    assert_eq!(swarm.len(), 5, "{json:#}");
+
+    // The example stack's refresher: found, running, healthy by its /healthz.
+    let port = lab.deploy_example_stack("ecr");
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    assert!(
+        wait_until(CONVERGE, || get(&healthz).0 == 200),
+        "the refresher did not come up: {}",
+        lab.task_errors("ecr_ecr-auth")
+    );
+    let (code, json) = doctor(&[]);
+    assert_eq!(code, Some(0), "warnings only: {json:#}");
+    let refresher = find(
+        &json,
+        "the refresher ecr_ecr-auth (stack ecr) runs (1 task(s))",
+    );
+    assert_eq!(refresher["status"], "ok");
+    assert!(
+        refresher["evidence"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{healthz} answers \"ok: ")),
+        "{refresher}"
+    );
+    assert_eq!(find(&json, "service paused pulls from")["status"], "warn");
+    // The checklist shows them under their own heading.
+    let text = lab
+        .ecr_auth()
+        .env_remove("ECR_AUTH_LOG")
+        .args(["doctor", "--swarm"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.starts_with("swarm\n  ✓ swarm     "), "{text}");
+    assert!(
+        text.contains("\n  ! swarm     service paused pulls from"),
+        "{text}"
+    );
+    assert!(text.ends_with("All checks passed.\n"), "{text}");
+
+    // A daemon that accepts connections and never answers: a timeout, in seconds.
+    let mute = lab.tmp.join("mute.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&mute).unwrap();
+    let (code, json) = doctor(&["--docker-host", &format!("unix://{}", mute.display())]);
+    assert_eq!(code, Some(1), "{json:#}");
+    let evidence = json["swarm"][0]["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("did not answer GET /info within 5s"),
+        "{evidence}"
+    );
+
+    // Not in a Swarm (any more).
+    lab.docker(&["swarm", "leave", "--force"]);
+    let (code, json) = doctor(&[]);
+    assert_eq!(code, Some(1), "{json:#}");
+    assert_eq!(json["swarm"].as_array().unwrap().len(), 1, "{json:#}");
+    assert!(
+        json["swarm"][0]["evidence"]
+            .as_str()
+            .unwrap()
+            .ends_with("is not in a Swarm (its state: inactive)"),
+        "{json:#}"
+    );
+    assert!(json["swarm"][0]["fix"]
+        .as_str()
+        .unwrap()
+        .starts_with("run ecr-auth doctor --swarm on a manager"));
+}

@@ -822,6 +822,18 @@ fn swarm_checks_on_the_lab_swarm() {
         "{refresher}"
     );
     assert_eq!(find(&json, "service paused pulls from")["status"], "warn");
+    // The documented shape: {"ok", "registries", "swarm": [{"id", "status", "evidence", "fix"?}]}.
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["ok", "registries", "swarm"]);
+    for c in json["swarm"].as_array().unwrap() {
+        let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+        match c["status"].as_str().unwrap() {
+            "ok" | "skip" => assert_eq!(keys, ["id", "status", "evidence"], "{c}"),
+            "warn" | "fail" => assert_eq!(keys, ["id", "status", "evidence", "fix"], "{c}"),
+            other => panic!("status {other:?} is not documented: {c}"),
+        }
+        assert_eq!(c["id"], "swarm");
+    }
     // The checklist shows them under their own heading.
     let text = lab
         .ecr_auth()

@@ -400,8 +400,8 @@ pub(crate) fn cache(cx: &Context) -> Check {
     )
 }
 
-/// 8. The broker, if one is configured: reachable, allowed for this host, and
-/// its answer (the expiry of the token it hands out, never the token). The
+/// Step 8, the broker, if one is configured: reachable, allowed for this host,
+/// and its answer (the expiry of the token it hands out, never the token). The
 /// token, for the registry check.
 pub(crate) fn broker(cx: &Context, host: &Host) -> (Check, Option<AuthToken>) {
     use crate::tokens::broker::Answer;

@@ -147,9 +147,9 @@ fn judge(
     }
 }
 
-/// 2. The wiring: the Docker config in effect and what it does with the host,
-/// then the file podman, skopeo and buildah take it from. The checks in order,
-/// and the helpers they lead to (each once).
+/// Step 2, the wiring: the Docker config in effect and what it does with the
+/// host, then the file podman, skopeo and buildah take it from. The checks in
+/// order, and the helpers they lead to (each once).
 pub(crate) fn wiring(cx: &Context, host: &Host) -> (Vec<Check>, Vec<Route>) {
     let (mut docker, docker_route, unwired) = docker(cx, host);
     let (containers, containers_route) = containers(cx, host);

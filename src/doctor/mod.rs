@@ -1,8 +1,10 @@
-//! `ecr-auth doctor`: walks the path a pull takes — the name, the Docker wiring,
-//! the helper binary, the AWS identity and clock, the token, the cache, the
-//! broker, the registry — and names the first broken link with evidence and a
-//! fix. Every check reads what it is handed (environment, files, the token core);
-//! the AWS calls go through [`Tokens`] like every other face's.
+//! `ecr-auth doctor`: walks the path a pull takes — the name, the wiring of
+//! Docker and of podman/skopeo/buildah, the helper binary, the AWS identity and
+//! clock, the token, the cache, the broker, the registry — and names the first
+//! broken link with evidence and a fix; beside the registries, a gitlab-runner
+//! config.toml (`runner`) and this node's Swarm (`swarm`). Every check reads what
+//! it is handed (environment, files, the token core, the Docker API); the AWS
+//! calls go through [`Tokens`] like every other face's.
 
 mod checks;
 mod probe;

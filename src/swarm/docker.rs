@@ -548,6 +548,16 @@ impl Docker {
             message: crate::report::report(e),
         }
     }
+
+    /// `GET path` (at the daemon's API version) decoded as `T`: a read for callers
+    /// that need fields this client does not model (doctor: nodes, tasks).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, DockerError> {
+        let what = format!("GET {path}");
+        decode(&self.get(path, &what).await?, &what)
+    }
 }
 
 /// Service events as they arrive: the IDs of services created or updated.

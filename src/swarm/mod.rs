@@ -22,7 +22,7 @@ mod api;
 pub mod docker;
 mod envfile;
 mod events;
-mod image;
+pub(crate) mod image;
 pub mod metrics;
 pub mod refresh;
 pub mod schedule;

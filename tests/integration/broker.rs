@@ -569,6 +569,97 @@ fn pull_only_tokens_come_from_a_session_limited_to_the_repositories() {
 }
 
 #[test]
+fn pull_only_per_registry_one_registry_gets_a_pull_only_session_and_another_may_push() {
+    let tokens = TokenServer::start();
+    let role = "arn:aws:iam::123456789012:role/ecr-pull-team";
+    let repos = ["arn:aws:ecr:eu-west-1:123456789012:repository/team/*"];
+    let tmp = TempDir::new("broker-per-registry");
+    let config = tmp.join("ecr-auth.toml");
+    // A and B are in the same region: one token would serve both, were it not
+    // for their different treatments.
+    std::fs::write(
+        &config,
+        format!(
+            r#"[broker]
+[[broker.allow]]
+host = "{HOST_A}"
+pull_only = true
+role_arn = "{role}"
+repositories = ["{}"]
+
+[[broker.allow]]
+host = "{HOST_B}"
+pull_only = false
+"#,
+            repos[0]
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let a = b.get(HOST_A);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let pushing = b.get(HOST_B);
+    assert_eq!(pushing.status, 200, "{}", pushing.text());
+
+    // A: through the role, with a session policy naming exactly A's repositories.
+    assert_eq!(tokens.assumed_roles(), vec![role.to_string()]);
+    let policy: serde_json::Value = serde_json::from_str(
+        tokens.session_policies()[0]
+            .as_deref()
+            .expect("a session policy"),
+    )
+    .unwrap();
+    assert_eq!(policy["Statement"][1]["Resource"], serde_json::json!(repos));
+    assert_eq!(
+        policy["Statement"][1]["Action"],
+        serde_json::json!([
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability"
+        ])
+    );
+    // B: the broker's own identity (which may push), no AssumeRole, no session policy.
+    assert_eq!(
+        tokens.callers(),
+        vec![
+            TokenServer::role_access_key(role),
+            "AKIAECRAUTHLABTEST00".to_string()
+        ]
+    );
+    assert_eq!(tokens.session_policies().len(), 1);
+    // A's token ends with its session (an hour in the lab), B's after ECR's 12 h.
+    let expires = |r: &HttpResponse| r.json()["expires_at"].as_i64().unwrap() - now_unix();
+    assert!((expires(&a) - 3600).abs() < 120, "{}", expires(&a));
+    assert!(
+        (expires(&pushing) - 43200).abs() < 120,
+        "{}",
+        expires(&pushing)
+    );
+
+    // Asked again: the tokens in hand, no further AWS call.
+    assert_eq!(b.get(HOST_A).status, 200);
+    assert_eq!(b.get(HOST_B).status, 200);
+    assert_eq!(tokens.calls(), 2);
+
+    // An entry that would silently hand out wider tokens than it reads is refused.
+    std::fs::write(
+        &config,
+        format!("[broker]\nallow = [{{ host = \"{HOST_B}\", role_arn = \"{role}\" }}]\n"),
+    )
+    .unwrap();
+    let out = run_fails(&mut serve_cmd(
+        tmp.path(),
+        &tokens.endpoint,
+        &tmp.join("b.sock"),
+        &["--config".into(), config.to_str().unwrap().into()],
+    ));
+    assert!(
+        out.contains(&format!("allow entry \"{HOST_B}\": `role_arn` and `repositories` only apply with `pull_only = true`")),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_docker_cli() {
     let static_bin = common::static_bin();
     let tokens = TokenServer::start();

@@ -1,7 +1,8 @@
 //! `ecr-auth serve`, the token broker, against the lab: our token server as AWS
 //! (ECR GetAuthorizationToken and STS AssumeRole, counted), the real binary as
-//! broker and as helper (`ECR_AUTH_BROKER=unix://...`), a job-like FROM scratch
-//! container that pulls through the docker CLI with nothing of AWS in it.
+//! broker and as helper (`ECR_AUTH_BROKER=unix://...`), job-like FROM scratch
+//! containers with nothing of AWS in them that pull through the docker CLI and
+//! build with buildah.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -779,6 +780,216 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
     assert_eq!(tokens.calls(), 1);
     let out = helper_get(&b.url(), tmp.path(), NOT_ALLOWED);
     assert_eq!(text(&out.stdout), format!("{NOT_FOUND}\n"));
+}
+
+/// A buildah job image, FROM scratch: Debian's buildah (dynamically linked:
+/// the binary and the shared libraries `ldd` names, each at its own path), the
+/// lab's static busybox for a shell, a signature policy, registries.conf and
+/// storage.conf (vfs), /etc/passwd. Nothing of ours and nothing of AWS: the job mounts the rest.
+fn buildah_job_image(dockerd: &Dockerd, tmp: &Path) -> String {
+    let buildah = tool("buildah");
+    let ldd = run_ok(Command::new("ldd").arg(&buildah));
+    let mut files: Vec<(String, PathBuf)> = vec![("usr/bin/buildah".into(), buildah.clone())];
+    for line in ldd.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)", "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = line
+            .rsplit("=>")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if let Some(rel) = path.strip_prefix('/') {
+            files.push((rel.to_string(), PathBuf::from(path)));
+        }
+    }
+    assert!(
+        files.iter().any(|(f, _)| f.contains("libc.so")),
+        "ldd named no libc: {ldd}"
+    );
+    let etc = tmp.join("buildah-etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    for (name, text) in [
+        ("passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        (
+            "policy.json",
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        ),
+        ("registries.conf", "unqualified-search-registries = []\n"),
+        // As buildah's own images set it: no overlay mounts inside a container.
+        (
+            "storage.conf",
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"/var/lib/containers/storage\"\nrunroot = \"/run/containers/storage\"\n",
+        ),
+    ] {
+        std::fs::write(etc.join(name), text).unwrap();
+    }
+    files.push(("etc/passwd".into(), etc.join("passwd")));
+    files.push(("etc/containers/policy.json".into(), etc.join("policy.json")));
+    for name in ["registries.conf", "storage.conf"] {
+        files.push((format!("etc/containers/{name}"), etc.join(name)));
+    }
+    let mut dirs: Vec<String> = files
+        .iter()
+        .map(|(f, _)| f.split('/').next().unwrap().to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let copies: String = dirs.iter().map(|d| format!("COPY {d} /{d}\n")).collect();
+    let base = dockerd.busybox_image();
+    let refs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(f, p)| (f.as_str(), p.as_path()))
+        .collect();
+    dockerd.build_image(
+        "lab/buildah-job:latest",
+        &refs,
+        &format!(
+            "FROM {base}\n{copies}RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/root\", \"/tmp\", \"/var/tmp\"]\n\
+             ENV PATH=/usr/local/bin:/usr/bin:/bin\n"
+        ),
+    );
+    "lab/buildah-job:latest".into()
+}
+
+#[test]
+fn a_scratch_job_with_only_the_socket_helper_and_config_json_builds_with_buildah() {
+    let static_bin = common::static_bin();
+    let tokens = TokenServer::start();
+    let registry = Registry::start(&tokens.htpasswd);
+    let digest = registry.push_test_image("team/base", "1.0", "AWS", &tokens.password());
+    let dockerd = Dockerd::start();
+    let tmp = TempDir::new("broker-buildah");
+    let config = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    // What `configure gitlab-runner --broker` mounts: the job's config.json
+    // (buildah reads it through REGISTRY_AUTH_FILE, as in
+    // examples/gitlab/gitlab-ci/buildah.gitlab-ci.yml).
+    let job_config = tmp.join("config.json");
+    std::fs::write(
+        &job_config,
+        format!(r#"{{"credHelpers":{{"{}":"ecr-login"}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let image = buildah_job_image(&dockerd, tmp.path());
+
+    let base = registry.image("team/base", "1.0");
+    let built = registry.image("team/app", "from-buildah");
+    // The job: pull the private base, build on it, push the result. vfs storage
+    // and chroot isolation, as buildah runs in a job.
+    let script = format!(
+        "set -e\n\
+         mkdir -p /work && cd /work\n\
+         printf 'built in a job\\n' > hello\n\
+         printf 'FROM {base}\\nCOPY hello /hello\\n' > Containerfile\n\
+         buildah pull -q --tls-verify=false {base} >/dev/null\n\
+         echo \"base $(buildah inspect --type image --format '{{{{.FromImageDigest}}}}' {base})\"\n\
+         buildah build -q --tls-verify=false -t {built} . >/dev/null\n\
+         buildah push -q --tls-verify=false {built}\n\
+         echo pushed\n"
+    );
+    let name = format!("broker-buildah-{}", std::process::id());
+    let mut cmd = dockerd.docker();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    // `--privileged` (what the examples' runner gives buildah jobs) cannot start
+    // here: this lab itself runs without CAP_SYS_RESOURCE, which runc would have
+    // to grant. buildah needs CAP_SYS_ADMIN of it (as root without it, it tries
+    // a user namespace), so it gets that one.
+    cmd.args([
+        "run",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--cap-add",
+        "SYS_ADMIN",
+    ])
+    .arg("-v")
+    .arg(format!("{}:/run/ecr-auth/broker.sock", b.socket.display()))
+    .arg("-v")
+    .arg(format!(
+        "{}:/usr/local/bin/docker-credential-ecr-login:ro",
+        static_bin.display()
+    ))
+    .arg("-v")
+    .arg(format!(
+        "{}:/root/.docker/config.json:ro",
+        job_config.display()
+    ))
+    .args([
+        "-e",
+        "ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock",
+        "-e",
+        "HOME=/root",
+        "-e",
+        "REGISTRY_AUTH_FILE=/root/.docker/config.json",
+        "-e",
+        "STORAGE_DRIVER=vfs",
+        "-e",
+        "BUILDAH_ISOLATION=chroot",
+        &image,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let out = common::run_ok(&mut cmd);
+    assert!(
+        out.lines().any(|l| l == format!("base {digest}")),
+        "pulled the private base {digest}: {out}"
+    );
+    assert!(out.lines().any(|l| l == "pushed"), "{out}");
+    // The pushed image is in the registry, on top of the base.
+    let tags = common::run_ok(
+        skopeo(tmp.path())
+            .args(["list-tags", "--tls-verify=false", "--creds"])
+            .arg(format!("AWS:{}", tokens.password()))
+            .arg(format!("docker://{}/team/app", registry.addr)),
+    );
+    assert!(tags.contains("from-buildah"), "{tags}");
+
+    // No AWS variable in the job's environment, no AWS file or secret in its file system.
+    let env = common::run_ok(dockerd.docker().args([
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &name,
+    ]));
+    assert!(!env.contains("AWS_"), "{env}");
+    let tar = tmp.join("job.tar");
+    common::run_ok(dockerd.docker().args(["export", "-o"]).arg(&tar).arg(&name));
+    let files = common::run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(files.lines().any(|f| f == "usr/bin/buildah"), "{files}");
+    assert!(!files.to_ascii_lowercase().contains("aws"), "{files}");
+    assert!(!files.contains("credentials"), "{files}");
+    let bytes = std::fs::read(&tar).unwrap();
+    for secret in ["AKIAECRAUTHLABTEST00", "ecr-auth-lab-secret"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the job's file system"
+        );
+    }
+    common::run_ok(dockerd.docker().args(["rm", &name]));
+
+    // The broker served it: one AWS call, audited; nothing of the token in its log.
+    let log = b.log();
+    assert!(
+        log.contains(&format!("registry=\"{}\" result=token", registry.addr)),
+        "{log}"
+    );
+    assert_eq!(tokens.calls(), 1);
+    assert!(!log.contains(&tokens.password()[..40]), "{log}");
 }
 
 #[test]

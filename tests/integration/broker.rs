@@ -993,6 +993,102 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_builds_with_buildah
 }
 
 #[test]
+fn the_runner_hosts_docker_pulls_a_job_image_through_the_helper_and_the_broker() {
+    let tokens = TokenServer::start();
+    let registry = Registry::start(&tokens.htpasswd);
+    let digest = registry.push_test_image("team/job", "3", "AWS", &tokens.password());
+    let dockerd = Dockerd::start();
+    let tmp = TempDir::new("broker-s1");
+    let config = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+
+    // The runner's config.toml, wired for the broker: the DOCKER_AUTH_CONFIG the
+    // executor hands Docker for the job image. (On the runner host the broker's
+    // config file maps the registry for `configure` too.)
+    let runner_config = tmp.join("config.toml");
+    std::fs::copy(
+        common::repo_root().join("tests/data/gitlab/runner-config/01-register-default/config.toml"),
+        &runner_config,
+    )
+    .unwrap();
+    common::run_ok(
+        Command::new(common::bin())
+            .env_remove("ECR_AUTH_CONFIG")
+            .env("HOME", tmp.join("home"))
+            .arg("--config")
+            .arg(&config)
+            .args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(&runner_config)
+            .args(["--registry", &registry.addr, "--broker"])
+            .arg(&b.socket)
+            .arg("--job-docker-config")
+            .arg(tmp.join("job-config.json")),
+    );
+    let doc: toml::Value =
+        toml::from_str(&std::fs::read_to_string(&runner_config).unwrap()).unwrap();
+    let auth_config = doc["runners"][0]["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str()?.strip_prefix("DOCKER_AUTH_CONFIG="))
+        .next_back()
+        .expect("DOCKER_AUTH_CONFIG")
+        .to_string();
+    let client = tmp.join("runner-docker-config");
+    std::fs::create_dir_all(&client).unwrap();
+    std::fs::write(client.join("config.json"), &auth_config).unwrap();
+
+    // The runner process: the helper on PATH, ECR_AUTH_BROKER (as the Compose and
+    // Swarm examples give gitlab-runner), and nothing of AWS.
+    let bin_dir = tmp.join("bin");
+    common::run_ok(
+        Command::new(common::bin())
+            .args(["install", "--dir"])
+            .arg(&bin_dir),
+    );
+    let mut pull = dockerd.docker();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_")
+            || key.to_string_lossy().starts_with("ECR_AUTH")
+        {
+            pull.env_remove(key);
+        }
+    }
+    let image = registry.image("team/job", "3");
+    common::run_ok(
+        pull.env("PATH", path_with(&bin_dir))
+            .env("HOME", tmp.join("runner-home"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ECR_AUTH_BROKER", b.url())
+            .arg("--config")
+            .arg(&client)
+            .args(["pull", "-q", &image]),
+    );
+    let digests = common::run_ok(dockerd.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &image,
+    ]));
+    assert!(digests.contains(&digest), "{digests}");
+    assert_eq!(tokens.calls(), 1);
+    assert!(b
+        .log()
+        .contains(&format!("registry=\"{}\" result=token", registry.addr)));
+    // No cache file on the runner: the broker holds the tokens.
+    assert!(!tmp.join("runner-home/.cache").exists());
+}
+
+#[test]
 fn podman_pulls_through_the_broker_with_no_aws_credentials() {
     let tokens = TokenServer::start();
     let registry = Registry::start(&tokens.htpasswd);

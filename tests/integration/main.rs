@@ -6,6 +6,7 @@ mod swarm_support;
 
 mod arm64;
 mod broker;
+mod broker_deploy;
 mod configure_docker;
 mod configure_gitlab_runner;
 mod crash;

@@ -111,7 +111,7 @@ pub fn run(
             .docker_host
             .as_deref()
             .unwrap_or(crate::swarm::docker::DEFAULT_HOST);
-        swarm::check(host, config, limits.cold_deadline)
+        swarm::check(host, env, config, limits.cold_deadline)
     });
     Ok(Report::new(registries, runner, swarm))
 }

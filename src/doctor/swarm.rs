@@ -19,7 +19,8 @@ use serde::Deserialize;
 use super::report::Check;
 use crate::config::{Config, Resolved};
 use crate::registry::Host;
-use crate::swarm::docker::{Docker, DockerError, Role, Service};
+use crate::env::Env;
+use crate::swarm::docker::{Docker, DockerError, HostArgs, Role, Service, Target};
 use crate::swarm::refresh::{plan, Leave, Plan, Selection};
 use crate::tokens::TokenError;
 
@@ -62,7 +63,15 @@ pub(crate) enum Health {
 }
 
 /// The checks of `--swarm` for the daemon at `docker_host`.
-pub(crate) fn check(docker_host: &str, config: &Config, timeout: Duration) -> Vec<Check> {
+///
+/// The daemon is dialled as `swarm refresh` dials it: the docker CLI's TLS variables
+/// (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`) from `env`, and plain `tcp://` only to
+/// this machine.
+pub(crate) fn check(docker_host: &str, env: &Env, config: &Config, timeout: Duration) -> Vec<Check> {
+    let target = match Target::resolve(&HostArgs::from(docker_host), env) {
+        Ok(t) => t,
+        Err(e) => return vec![unreachable(docker_host, &e)],
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,7 +85,7 @@ pub(crate) fn check(docker_host: &str, config: &Config, timeout: Duration) -> Ve
             )]
         }
     };
-    let facts = runtime.block_on(gather(docker_host, timeout));
+    let facts = runtime.block_on(gather(&target, timeout));
     // A /healthz or Docker request abandoned at its deadline may still be open.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match facts {
@@ -159,8 +168,8 @@ struct TaskStatus {
 }
 
 /// Asks the daemon: role, leader, services; the refreshers' tasks and `/healthz`.
-pub(crate) async fn gather(docker_host: &str, timeout: Duration) -> Result<Facts, DockerError> {
-    let docker = Docker::new(docker_host, Arc::new(AtomicU64::new(0)))?;
+pub(crate) async fn gather(target: &Target, timeout: Duration) -> Result<Facts, DockerError> {
+    let docker = Docker::new(target, Arc::new(AtomicU64::new(0)));
     let role = bounded(&docker, "GET /info", timeout, docker.role()).await?;
     let mut facts = Facts {
         endpoint: docker.endpoint(),

@@ -6,7 +6,8 @@
 //! started on every image pull and a warm `get` is mostly start-up, and Rust's
 //! start-up asks glibc for the main thread's stack bounds (to print "has
 //! overflowed its stack"), which glibc answers by parsing `/proc/self/maps` with
-//! `sscanf` — ~0.1 M instructions, about a third of a warm `get` (issue 7 §3).
+//! `sscanf` — ~0.1 M instructions, a sixth of a warm `get` of the glibc build (issue
+//! 7 §3).
 //! What Rust's start-up did that matters here is done by `hardening::apply`:
 //! standard descriptors that are closed are opened on `/dev/null`, and SIGPIPE
 //! gets its default action. A stack overflow is then a plain SIGSEGV (no core:
@@ -19,8 +20,10 @@
 use std::ffi::{c_char, c_int, CStr, OsString};
 use std::os::unix::ffi::OsStringExt;
 
+/// # Safety
+/// Called once by the C runtime, with `argc` valid strings in `argv`.
 #[no_mangle]
-pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     ecr_auth::hardening::apply();
     let args: Vec<OsString> = (0..usize::try_from(argc).unwrap_or(0))
         .filter_map(|i| {

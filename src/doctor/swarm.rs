@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::report::Check;
 use crate::config::{Config, Resolved};
-use crate::registry::Host;
 use crate::env::Env;
+use crate::registry::Host;
 use crate::swarm::docker::{Docker, DockerError, HostArgs, Role, Service, Target};
 use crate::swarm::refresh::{plan, Leave, Plan, Selection};
 use crate::tokens::TokenError;
@@ -67,7 +67,12 @@ pub(crate) enum Health {
 /// The daemon is dialled as `swarm refresh` dials it: the docker CLI's TLS variables
 /// (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`) from `env`, and plain `tcp://` only to
 /// this machine.
-pub(crate) fn check(docker_host: &str, env: &Env, config: &Config, timeout: Duration) -> Vec<Check> {
+pub(crate) fn check(
+    docker_host: &str,
+    env: &Env,
+    config: &Config,
+    timeout: Duration,
+) -> Vec<Check> {
     let target = match Target::resolve(&HostArgs::from(docker_host), env) {
         Ok(t) => t,
         Err(e) => return vec![unreachable(docker_host, &e)],

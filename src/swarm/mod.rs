@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod refresh;
 pub mod schedule;
 mod setup;
+#[cfg(test)]
+mod simulation;
 mod step;
 
 use std::sync::Arc;

@@ -220,20 +220,11 @@ impl Lab {
 
     /// Runs `ecr-auth swarm refresh ARGS` in the background, logs to a file.
     pub fn spawn_refresh(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Daemon {
-        let log = self.tmp.join(format!("refresh-{}.log", unique()));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = self.ecr_auth();
         cmd.args(["swarm", "refresh"])
             .args(args)
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        let child = cmd.spawn().expect("start ecr-auth swarm refresh");
-        Daemon {
-            child: Some(child),
-            log,
-        }
+            .envs(extra_env.iter().copied());
+        Daemon::spawn(cmd, self.tmp.join(format!("refresh-{}.log", unique())))
     }
 }
 
@@ -257,6 +248,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `cmd` (an `ecr-auth swarm refresh ...`) with stdout and stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Daemon {
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().expect("start ecr-auth swarm refresh");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -25,4 +25,5 @@ mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;
 mod swarm_deploy;
+mod swarm_managers;
 mod swarm_refresh;

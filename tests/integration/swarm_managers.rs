@@ -8,14 +8,12 @@
 //! per update; `Version.Index` is Swarm's global index, not a per-service counter) and
 //! matched against the refreshers' logs.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{self, Cluster, Dockerd, Registry, TempDir, TokenServer};
-use crate::swarm_support::{wait_until, Daemon, ACCOUNT, CONVERGE, REGION};
+use crate::swarm_support::{wait_until, Daemon, Events, ACCOUNT, CONVERGE, REGION};
 
 /// Services that only the refreshers touch: every update of theirs must be one
 /// refresher's, once per pass.
@@ -380,81 +378,4 @@ fn updates_of(log: &str, name: &str) -> usize {
         .iter()
         .filter(|(_, m)| m.starts_with(&prefix))
         .count()
-}
-
-/// Service events as one manager reports them (`docker events`, live).
-struct Events {
-    child: Child,
-    seen: Arc<Mutex<Vec<(String, String, SystemTime)>>>,
-}
-
-impl Events {
-    fn watch(node: &Dockerd) -> Events {
-        let mut child = node
-            .docker()
-            .args([
-                "events",
-                "--filter",
-                "type=service",
-                "--format",
-                "{{json .}}",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker events");
-        let stdout = child.stdout.take().expect("stdout");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                    continue;
-                };
-                let (Some(action), Some(name), Some(nanos)) = (
-                    v["Action"].as_str(),
-                    v["Actor"]["Attributes"]["name"].as_str(),
-                    v["timeNano"].as_u64(),
-                ) else {
-                    continue;
-                };
-                let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
-                sink.lock()
-                    .unwrap()
-                    .push((action.to_string(), name.to_string(), at));
-            }
-        });
-        Events { child, seen }
-    }
-
-    fn wait_for(&self, action: &str, name: &str) {
-        let ok = wait_until(CONVERGE, || {
-            self.seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(a, n, _)| a == action && n == name)
-        });
-        assert!(ok, "no {action} event for {name}");
-    }
-
-    /// Times of the `update` events of `name` after `t`.
-    fn of_after(&self, name: &str, t: SystemTime) -> Vec<SystemTime> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(a, n, at)| a == "update" && n == name && *at > t)
-            .map(|e| e.2)
-            .collect()
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

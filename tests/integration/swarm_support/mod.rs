@@ -4,9 +4,11 @@
 //! 123456789012 in eu-west-1.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -355,6 +357,95 @@ pub fn get(url: &str) -> (u16, String) {
     match common::http("GET", url, &[], b"") {
         Ok(r) => (r.status, r.text()),
         Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Service events as one daemon reports them (`docker events`, live: not limited
+/// to the few hundred past events a daemon keeps).
+pub struct Events {
+    child: Child,
+    seen: Arc<Mutex<Vec<(String, String, SystemTime)>>>,
+}
+
+impl Events {
+    pub fn watch(node: &Dockerd) -> Events {
+        let mut child = node
+            .docker()
+            .args([
+                "events",
+                "--filter",
+                "type=service",
+                "--format",
+                "{{json .}}",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker events");
+        let stdout = child.stdout.take().expect("stdout");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let (Some(action), Some(name), Some(nanos)) = (
+                    v["Action"].as_str(),
+                    v["Actor"]["Attributes"]["name"].as_str(),
+                    v["timeNano"].as_u64(),
+                ) else {
+                    continue;
+                };
+                let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+                sink.lock()
+                    .unwrap()
+                    .push((action.to_string(), name.to_string(), at));
+            }
+        });
+        Events { child, seen }
+    }
+
+    pub fn wait_for(&self, action: &str, name: &str) {
+        let ok = wait_until(CONVERGE, || {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(a, n, _)| a == action && n == name)
+        });
+        assert!(ok, "no {action} event for {name}");
+    }
+
+    /// How many `update` events each service had, by name.
+    pub fn updates_by_service(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for (action, name, _) in self.seen.lock().unwrap().iter() {
+            if action == "update" {
+                *out.entry(name.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Times of the `update` events of `name` after `t`.
+    pub fn of_after(&self, name: &str, t: SystemTime) -> Vec<SystemTime> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, n, at)| a == "update" && n == name && *at > t)
+            .map(|e| e.2)
+            .collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

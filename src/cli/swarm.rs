@@ -79,6 +79,11 @@ pub struct RefreshArgs {
     #[arg(long, value_name = "URL", env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
     pub docker_host: String,
 
+    /// Give up on a Docker API request after DURATION (the event stream: on its
+    /// opening); the refresher then backs off and asks again.
+    #[arg(long, value_name = "DURATION", env = "ECR_AUTH_DOCKER_TIMEOUT", value_parser = parse_every)]
+    pub docker_timeout: Option<Duration>,
+
     /// Log lines as text or as JSON objects (on stderr).
     #[arg(
         long,
@@ -135,11 +140,12 @@ fn refresh(args: RefreshArgs, ctx: &Context) -> anyhow::Result<i32> {
         env_file: args.env_file,
         metrics_addr: args.metrics_addr,
         docker_host: args.docker_host,
+        docker_timeout: args.docker_timeout,
     };
     crate::swarm::refresh_command(request, &ctx.env, ctx.config_path.as_deref())
 }
 
-/// `--every`: the one duration syntax, at least a second.
+/// `--every`, `--docker-timeout`: the one duration syntax, at least a second.
 fn parse_every(s: &str) -> Result<Duration, String> {
     let d = crate::duration::parse_arg(s)?;
     if d < Duration::from_secs(1) {

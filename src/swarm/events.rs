@@ -32,12 +32,13 @@ pub(crate) enum Event {
 /// Runs until `stop` turns true. Sends what it sees on `tx`.
 pub(crate) async fn watch_services(
     docker_host: String,
+    timeout: Duration,
     calls: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) {
     let docker = match Docker::new(&docker_host, calls) {
-        Ok(d) => d,
+        Ok(d) => d.with_timeout(timeout),
         Err(e) => {
             tracing::warn!("cannot watch Docker events: {e}");
             return;

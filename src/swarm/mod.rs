@@ -51,6 +51,8 @@ pub use step::{step, Settings, State, Step, Turn};
 pub(crate) struct Options {
     /// A DOCKER_HOST value.
     pub docker_host: String,
+    /// How long a Docker API request may take.
+    pub docker_timeout: Duration,
     pub settings: Settings,
     pub watch_events: bool,
     /// `/metrics` and `/healthz` on this address.
@@ -72,7 +74,8 @@ pub(crate) fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
 
 async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     let metrics = Metrics::new();
-    let docker = Docker::new(&o.docker_host, metrics.docker_calls.clone())?;
+    let docker =
+        Docker::new(&o.docker_host, metrics.docker_calls.clone())?.with_timeout(o.docker_timeout);
     if let Some(addr) = &o.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr.as_str())
             .await
@@ -89,6 +92,7 @@ async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     if o.watch_events && !once {
         tokio::spawn(events::watch_services(
             o.docker_host.clone(),
+            o.docker_timeout,
             metrics.docker_calls.clone(),
             event_tx,
             stop.clone(),

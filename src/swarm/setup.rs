@@ -30,6 +30,8 @@ pub(crate) struct Request {
     pub env_file: Option<PathBuf>,
     pub metrics_addr: Option<String>,
     pub docker_host: String,
+    /// Default: [`super::docker::DEFAULT_TIMEOUT`].
+    pub docker_timeout: Option<Duration>,
 }
 
 /// Runs `swarm refresh`; returns the exit code. `env` is the process environment
@@ -99,6 +101,9 @@ fn prepare(
     };
     let options = Options {
         docker_host: request.docker_host,
+        docker_timeout: request
+            .docker_timeout
+            .unwrap_or(super::docker::DEFAULT_TIMEOUT),
         settings: Settings {
             schedule,
             selection,

@@ -388,11 +388,19 @@ pub struct Events {
 }
 
 impl Events {
+    /// Every service event from now on: `--since` now, so that events between this
+    /// call and the CLI's subscription are not lost (the daemon replays them).
     pub fn watch(node: &Dockerd) -> Events {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970");
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
         let mut child = node
             .docker()
             .args([
                 "events",
+                "--since",
+                &since,
                 "--filter",
                 "type=service",
                 "--format",

@@ -3,27 +3,20 @@
 //! 1. `ECR_AUTH_GIT_COMMIT` (the commit the binary was built from: `$ECR_AUTH_GIT_COMMIT` if
 //!    set, e.g. by a CI that builds from an export, else `git rev-parse`, else `unknown`) and
 //!    `ECR_AUTH_TARGET` (the target triple) for `env!`.
-//! 2. Linux glibc targets (what `cargo build --release` and `cargo install --path .` make on
-//!    a usual host): link the executable non-PIE (`-no-pie`). The credential helper is
-//!    started on every image pull, and a warm `get` does almost nothing, so start-up is its
-//!    cost: a 13 MB PIE needs the dynamic loader to apply ~100 k relative relocations (and
-//!    touch the pages holding them) before `main`, which made a warm `get` cost ~4x the
-//!    instructions of the static musl binary (issue 7 §3; `scripts/bench` measures both).
-//!    Non-PIE, the kernel maps the executable at its link address and only the symbols from
-//!    libc are bound. Measured with callgrind (warm get, same cache): 1.03 M instructions as
-//!    PIE, 0.62 M non-PIE; the static musl binary needs ~0.24 M. What is left is glibc's
-//!    dynamic loading itself (binding ~170 libc/libgcc_s symbols, ~0.2 M) and glibc's
-//!    pthread_getattr_np parsing /proc/self/maps for Rust's main-thread stack guard: the
-//!    static musl binary stays the fastest and is what to install on runners. The static
-//!    musl builds are non-PIE through `.cargo/config.toml` (`relocation-model=static`). The price is no ASLR for the executable's own image
-//!    (libraries, stack and heap stay randomized); `ECR_AUTH_PIE=1` keeps the default PIE.
-//!    rustc passes `-pie` itself; our argument comes after it on the linker command line, and
-//!    for the gcc/clang driver the last of `-pie`/`-no-pie` wins (`file` then says "LSB
-//!    executable", not "pie executable").
-//!
-//! It must live here, not only in `.cargo/config.toml`: `cargo install` from a checkout
-//! honours a build script but not always the checkout's config, and users build with their
-//! own flags.
+//! 2. Linux glibc targets built without this checkout's `.cargo/config.toml` (which links
+//!    the host build statically and non-PIE: `cargo install --git`, or RUSTFLAGS set by the
+//!    user): link the executable non-PIE (`-no-pie`), the part of the fast start-up a build
+//!    script can still give. The credential helper is started on every image pull and a
+//!    warm `get` is mostly start-up: as a PIE, the dynamic loader applies ~100 k relative
+//!    relocations to the 13 MB image before `main` (callgrind, warm get: 1.03 M instructions
+//!    as a dynamic PIE, 0.61 M dynamic non-PIE, 0.20 M static — issue 7 §3, measured by
+//!    `scripts/bench`). What a dynamic build still pays is the loader binding ~320 libc
+//!    symbols. The price of non-PIE is no ASLR for the executable's own image (libraries,
+//!    stack and heap stay randomized); `ECR_AUTH_PIE=1` keeps the default PIE. rustc
+//!    passes `-pie` itself; our argument comes after it on the linker command line, and for
+//!    the gcc/clang driver the last of `-pie`/`-no-pie` wins. With the checkout's flags
+//!    (`relocation-model=static`, `crt-static`) rustc links a static non-PIE executable
+//!    and the extra `-no-pie` changes nothing.
 
 use std::env;
 use std::path::{Path, PathBuf};

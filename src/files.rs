@@ -13,6 +13,13 @@
 //! others — else it is not used and the caller says why (as ssh's StrictModes).
 //! Directories are checked the same way by [`trusted_dir`], which narrows the mode
 //! only of a directory that is ours.
+//!
+//! A file that ecr-auth edits for a user (a runner's config.toml in a directory
+//! that the runner's user owns) may sit where another user can swap names. So
+//! [`read_to_replace`] reads it through a symlink only in a directory that just
+//! we or root can write, and [`replace`], after its rename, checks that the name
+//! still holds the file it wrote: a rename is by name, and the owner of the
+//! directory may have turned the temporary file into a symlink just before it.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -103,8 +110,142 @@ pub fn replace(
     fill(file)?;
     file.flush()?;
     file.sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    let file = tmp.persist(path).map_err(|e| e.error)?;
+    check_landed(path, dir, &file)
+}
+
+/// `path` no longer names the file [`replace`] wrote: someone who can write its
+/// directory replaced it between the temporary file's creation and the check
+/// after the rename (with a symlink, the rename moved theirs into place).
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not the file ecr-auth just wrote there: it is now {now}, so someone who can write {dir} replaced it during the write ({why}). Check what {path} is now, make {dir} writable only by its owner (chmod go-w) and owned by root or a user you trust, then run the command again")]
+pub struct Replaced {
+    pub path: String,
+    pub dir: String,
+    now: &'static str,
+    why: String,
+}
+
+impl Replaced {
+    /// The [`Replaced`] that an error of [`replace`] carries, if it is one.
+    pub fn take(e: io::Error) -> Result<Replaced, io::Error> {
+        if e.get_ref().is_some_and(|inner| inner.is::<Replaced>()) {
+            let inner = e.into_inner().expect("checked above");
+            return Ok(*inner.downcast::<Replaced>().expect("checked above"));
+        }
+        Err(e)
+    }
+}
+
+/// After the rename: `path` must name `file` (same device and inode, a regular
+/// file). In a directory only we or root can write, another name there is a
+/// concurrent writer of ours (two helpers storing one cache entry): the last
+/// rename wins, as it would a moment later. Anywhere else it is refused.
+fn check_landed(path: &Path, dir: &Path, file: &File) -> io::Result<()> {
+    let ours = file.metadata()?;
+    let now = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && (m.dev(), m.ino()) == (ours.dev(), ours.ino()) => {
+            return Ok(())
+        }
+        Ok(m) if m.file_type().is_symlink() => "a symbolic link",
+        Ok(m) if m.file_type().is_file() => "another file",
+        Ok(_) => "something other than a regular file",
+        Err(_) => "gone",
+    };
+    let Some(why) = others_can_write(dir) else {
+        return Ok(());
+    };
+    Err(io::Error::other(Replaced {
+        path: path.display().to_string(),
+        dir: dir.display().to_string(),
+        now,
+        why,
+    }))
+}
+
+/// Who besides us and root can change the names in `dir` (following a symlink
+/// to it, as opening a path in it does): `None` if no one, else why not.
+pub fn others_can_write(dir: &Path) -> Option<String> {
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot check who can write it: {e}")),
+    };
+    if meta.uid() != euid() && meta.uid() != 0 {
+        return Some(format!("it is owned by uid {}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "it is writable by group or others, mode {:o}",
+            meta.mode() & 0o7777
+        ));
+    }
+    None
+}
+
+/// Reads the text of a file that is about to be replaced (a user's config.toml
+/// or config.json) with its metadata; `None` if there is none. Never blocks on a
+/// FIFO, and reads only a regular file. In a directory that another user can
+/// write ([`others_can_write`]), the name itself must be that file: a symlink
+/// there is refused (it could point at a root-only file that an error or a diff
+/// would then quote), and so is a file with other hard links. In a directory only
+/// we or root can write, a symlink is the admin's choice and is followed.
+pub fn read_to_replace(path: &Path) -> Result<Option<(String, fs::Metadata)>, Untrusted> {
+    use std::io::Read;
+    let shown = || path.display().to_string();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let open_to_others = others_can_write(dir);
+    let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if open_to_others.is_some() {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path);
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && open_to_others.is_some() => {
+            return Err(Untrusted::SymlinkInOpenDir {
+                path: shown(),
+                dir: dir.display().to_string(),
+                why: open_to_others.unwrap_or_default(),
+            })
+        }
+        Err(source) => {
+            return Err(Untrusted::Io {
+                path: shown(),
+                source,
+            })
+        }
+    };
+    let io_err = |source| Untrusted::Io {
+        path: shown(),
+        source,
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::Kind {
+            path: shown(),
+            want: "regular file",
+        });
+    }
+    if let Some(why) = open_to_others {
+        if meta.nlink() > 1 {
+            return Err(Untrusted::HardLinked {
+                path: shown(),
+                dir: dir.display().to_string(),
+                why,
+                links: meta.nlink(),
+            });
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io_err)?;
+    Ok(Some((text, meta)))
 }
 
 /// Why a file or directory is not used.
@@ -118,6 +259,19 @@ pub enum Untrusted {
     Owner { path: String, uid: u32, me: u32 },
     #[error("{path} is writable by group or others (mode {mode:o})")]
     Writable { path: String, mode: u32 },
+    #[error("{path} is a symbolic link in {dir}, a directory that another user can write ({why}): it is not read, since it may point at a file that user may not read. Put the file itself there, or make {dir} writable only by its owner and owned by root or a user you trust")]
+    SymlinkInOpenDir {
+        path: String,
+        dir: String,
+        why: String,
+    },
+    #[error("{path} has {links} hard links and is in {dir}, a directory that another user can write ({why}): it is not read, since another name of it may be a file that user may not read. Put a copy of its own there")]
+    HardLinked {
+        path: String,
+        dir: String,
+        why: String,
+        links: u64,
+    },
     #[error("cannot open {path}: {source}")]
     Io {
         path: String,
@@ -343,6 +497,34 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_no_longer_holds_the_written_file_is_refused_where_others_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = dir.path().join(".written");
+        let file = File::create(&written).unwrap();
+        let p = dir.path().join("config.toml");
+        std::os::unix::fs::symlink("/etc/shadow", &p).unwrap();
+        // Only we can write the directory: another name there is ours too.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        check_landed(&p, dir.path(), &file).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Replaced::take(check_landed(&p, dir.path(), &file).unwrap_err()).unwrap();
+        let shown = dir.path().display();
+        assert_eq!(
+            e.to_string(),
+            format!("{shown}/config.toml is not the file ecr-auth just wrote there: it is now a symbolic link, so someone who can write {shown} replaced it during the write (it is writable by group or others, mode 777). Check what {shown}/config.toml is now, make {shown} writable only by its owner (chmod go-w) and owned by root or a user you trust, then run the command again")
+        );
+        fs::remove_file(&p).unwrap();
+        fs::write(&p, "theirs").unwrap();
+        let e = check_landed(&p, dir.path(), &file).unwrap_err();
+        assert!(e.to_string().contains("it is now another file"), "{e}");
+        fs::remove_file(&p).unwrap();
+        fs::rename(&written, &p).unwrap();
+        check_landed(&p, dir.path(), &file).unwrap();
+        // Other io errors are not taken for a replacement.
+        assert!(Replaced::take(io::Error::other("disk full")).is_err());
+    }
+
+    #[test]
     fn a_symlink_at_the_target_is_replaced_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
@@ -392,6 +574,54 @@ mod trust_tests {
         assert!(read_trusted(&dir.path().join("none"), 10)
             .unwrap_err()
             .is_missing());
+    }
+
+    #[test]
+    fn a_file_to_replace_is_read_through_a_symlink_only_where_no_one_else_can_write() {
+        let top = tempfile::tempdir().unwrap();
+        let victim = top.path().join("victim");
+        fs::write(&victim, "root only").unwrap();
+        let dir = top.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        let p = dir.join("config.toml");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let linked = dir.join("linked");
+        fs::hard_link(&victim, &linked).unwrap();
+
+        // Only we can write d: the symlink and the hard link are ours.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let (text, meta) = read_to_replace(&p).unwrap().unwrap();
+        assert_eq!((text.as_str(), meta.nlink()), ("root only", 2));
+        assert!(read_to_replace(&linked).unwrap().is_some());
+        assert!(read_to_replace(&dir.join("none")).unwrap().is_none());
+        let e = read_to_replace(&fifo).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+
+        // Others can write d: neither is read, a FIFO never blocks.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = read_to_replace(&p).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{} is a symbolic link in {}, a directory that another user can write (it is writable by group or others, mode 777)",
+                p.display(),
+                dir.display()
+            )),
+            "{e}"
+        );
+        let e = read_to_replace(&linked).unwrap_err();
+        assert!(matches!(e, Untrusted::HardLinked { links: 2, .. }), "{e}");
+        let e = read_to_replace(&fifo).unwrap_err();
+        assert!(e.to_string().ends_with("is not a regular file"), "{e}");
+        fs::write(dir.join("own"), "mine").unwrap();
+        assert_eq!(
+            read_to_replace(&dir.join("own")).unwrap().unwrap().0,
+            "mine"
+        );
+        assert!(read_to_replace(&dir.join("none")).unwrap().is_none());
     }
 
     #[test]

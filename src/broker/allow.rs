@@ -112,7 +112,8 @@ impl AllowList {
     }
 }
 
-fn parse_pattern(p: &str) -> Result<Vec<String>, String> {
+/// A host or a pattern, lower case, split into labels.
+pub(super) fn parse_pattern(p: &str) -> Result<Vec<String>, String> {
     let bad = |why: &str| {
         format!(
             "allow pattern {p:?} {why}; expected a registry host (123456789012.dkr.ecr.eu-west-1.amazonaws.com, registry.internal:5000) \
@@ -146,7 +147,7 @@ fn parse_pattern(p: &str) -> Result<Vec<String>, String> {
 }
 
 /// `*` matches exactly one label (never a port, never a dot).
-fn matches(pattern: &[String], host: &str) -> bool {
+pub(super) fn matches(pattern: &[String], host: &str) -> bool {
     let labels: Vec<&str> = host.split('.').collect();
     labels.len() == pattern.len()
         && pattern

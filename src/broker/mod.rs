@@ -42,9 +42,10 @@ pub const RETRY_SECS: i64 = 30;
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub socket: Option<PathBuf>,
-    /// Registry hosts as clients write them, or patterns where `*` is one DNS label.
+    /// Registry hosts as clients write them, or patterns where `*` is one DNS
+    /// label; an entry may also say how its tokens are obtained ([`AllowEntry`]).
     #[serde(default)]
-    pub allow: Vec<String>,
+    pub allow: Vec<AllowEntry>,
     /// Only these AWS accounts (private registries).
     #[serde(default)]
     pub accounts: Vec<String>,
@@ -58,7 +59,8 @@ pub struct Settings {
     pub group: Option<String>,
     /// Also serve `/metrics` on this loopback TCP address.
     pub metrics_addr: Option<String>,
-    /// Tokens through an AssumeRole whose session policy allows only pulls.
+    /// Tokens through an AssumeRole whose session policy allows only pulls
+    /// (broker-wide; an `allow` entry's own `pull_only` wins).
     #[serde(default)]
     pub pull_only: bool,
     /// The role assumed for `pull_only` (a registry's own `role_arn` wins).
@@ -66,6 +68,89 @@ pub struct Settings {
     /// Repository ARN patterns the pull-only session may pull from.
     #[serde(default)]
     pub repositories: Vec<String>,
+}
+
+impl Settings {
+    /// The hosts and patterns of `allow`, without their treatments.
+    pub fn allow_hosts(&self) -> Vec<String> {
+        self.allow.iter().map(|e| e.host.clone()).collect()
+    }
+}
+
+/// One entry of `allow`: `"HOST or PATTERN"`, or a table that also says how
+/// that registry's tokens are obtained, so one registry can be pull-only and
+/// another allow push:
+///
+/// ```toml
+/// [[broker.allow]]
+/// host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+/// pull_only = true
+/// role_arn = "arn:aws:iam::123456789012:role/ecr-broker-pull"   # else [broker] role_arn
+/// repositories = ["arn:aws:ecr:eu-west-1:123456789012:repository/team/*"]
+///
+/// [[broker.allow]]
+/// host = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
+/// pull_only = false                                              # push stays possible
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub host: String,
+    /// `None`: the broker-wide `pull_only`.
+    pub pull_only: Option<bool>,
+    /// The role a pull-only token of this entry is assumed through; it wins
+    /// over the registry's own (`[[registry]] role_arn`) and the broker-wide one.
+    pub role_arn: Option<String>,
+    /// Empty: the broker-wide `repositories`.
+    pub repositories: Vec<String>,
+}
+
+impl AllowEntry {
+    /// An entry with the broker-wide treatment (`--allow HOST`, `allow = ["HOST"]`).
+    pub fn host(host: impl Into<String>) -> AllowEntry {
+        AllowEntry {
+            host: host.into(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowTable {
+    host: String,
+    pull_only: Option<bool>,
+    role_arn: Option<String>,
+    #[serde(default)]
+    repositories: Vec<String>,
+}
+
+/// A string or a table; written by hand so a wrong entry gets a sentence, not
+/// serde's "did not match any variant".
+impl<'de> Deserialize<'de> for AllowEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(host) => Ok(AllowEntry::host(host)),
+            v @ toml::Value::Table(_) => {
+                let t: AllowTable = v.try_into().map_err(|e: toml::de::Error| {
+                    D::Error::custom(format!(
+                        "an `allow` entry: {} (a table takes `host`, `pull_only`, `role_arn`, `repositories`)",
+                        e.message().trim()
+                    ))
+                })?;
+                Ok(AllowEntry {
+                    host: t.host,
+                    pull_only: t.pull_only,
+                    role_arn: t.role_arn,
+                    repositories: t.repositories,
+                })
+            }
+            other => Err(D::Error::custom(format!(
+                "an `allow` entry is a registry host or pattern (\"*.dkr.ecr.eu-west-1.amazonaws.com\") \
+                 or a table with `host` and optionally `pull_only`, `role_arn`, `repositories`; not `{other}`"
+            ))),
+        }
+    }
 }
 
 /// The actions a pull-only session may take.
@@ -110,39 +195,115 @@ pub fn is_repository_arn(s: &str) -> bool {
         && parts[5].len() > "repository/".len()
 }
 
-/// How `pull_only` tokens are obtained.
+/// How one registry's `pull_only` tokens are obtained.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scope {
     pub role_arn: String,
+    /// `role_arn` is the allow entry's own: it wins over the registry's
+    /// `[[registry]] role_arn` (the broker-wide one does not).
+    pub own_role: bool,
     pub policy: String,
 }
 
 impl Scope {
-    /// Checks the pull-only settings: a role to assume and repository ARNs.
-    pub fn from_settings(s: &Settings) -> Result<Option<Scope>, String> {
-        if !s.pull_only {
+    /// `None` unless `pull_only`; else checks there is a role to assume and
+    /// repository ARNs to allow.
+    fn new(
+        pull_only: bool,
+        own_role: Option<&String>,
+        wide_role: Option<&String>,
+        repositories: &[String],
+    ) -> Result<Option<Scope>, String> {
+        if !pull_only {
             return Ok(None);
         }
-        let role_arn = s.role_arn.clone().ok_or(
-            "pull_only needs `role_arn` in [broker] (or --role-arn): the role the broker assumes with the pull-only session policy",
+        let role_arn = own_role.or(wide_role).cloned().ok_or(
+            "pull_only needs `role_arn` (in the entry or in [broker], or --role-arn): the role the broker assumes with the pull-only session policy",
         )?;
         if !crate::config::is_role_arn(&role_arn) {
             return Err(format!(
-                "[broker] role_arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"
+                "role_arn {role_arn:?} is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)"
             ));
         }
-        if s.repositories.is_empty() {
-            return Err("pull_only needs `repositories` in [broker] (or --repository): the repository ARNs jobs may pull, e.g. arn:aws:ecr:eu-west-1:123456789012:repository/team/*".into());
+        if repositories.is_empty() {
+            return Err("pull_only needs `repositories` (in the entry or in [broker], or --repository): the repository ARNs jobs may pull, e.g. arn:aws:ecr:eu-west-1:123456789012:repository/team/*".into());
         }
-        if let Some(bad) = s.repositories.iter().find(|r| !is_repository_arn(r)) {
+        if let Some(bad) = repositories.iter().find(|r| !is_repository_arn(r)) {
             return Err(format!(
                 "{bad:?} is not an ECR repository ARN (arn:aws:ecr:REGION:ACCOUNT:repository/NAME, `*` allowed)"
             ));
         }
         Ok(Some(Scope {
             role_arn,
-            policy: pull_only_policy(&s.repositories),
+            own_role: own_role.is_some(),
+            policy: pull_only_policy(repositories),
         }))
+    }
+}
+
+/// How each allowed registry's tokens are obtained: through a pull-only
+/// [`Scope`], or (`None`) with the broker's own identity, where push stays
+/// possible.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scopes {
+    /// One per `allow` entry, in order.
+    rules: Vec<(Vec<String>, Option<Scope>)>,
+    /// For registries no `allow` entry names (allowed by `accounts`/`regions`).
+    default: Option<Scope>,
+}
+
+impl Scopes {
+    /// Every entry's treatment: its own `pull_only`, `role_arn` and
+    /// `repositories`, else the broker-wide ones. An error names the entry.
+    pub fn from_settings(s: &Settings) -> Result<Scopes, String> {
+        let mut rules = Vec::new();
+        for e in &s.allow {
+            let pattern = allow::parse_pattern(&e.host)?;
+            let repositories = if e.repositories.is_empty() {
+                &s.repositories
+            } else {
+                &e.repositories
+            };
+            let scope = Scope::new(
+                e.pull_only.unwrap_or(s.pull_only),
+                e.role_arn.as_ref(),
+                s.role_arn.as_ref(),
+                repositories,
+            )
+            .map_err(|m| format!("allow entry {:?}: {m}", e.host))?;
+            // A role or repositories that would be ignored: say so rather than
+            // hand out tokens wider than the file seems to say.
+            if scope.is_none() && (e.role_arn.is_some() || !e.repositories.is_empty()) {
+                return Err(format!(
+                    "allow entry {:?}: `role_arn` and `repositories` only apply with `pull_only = true`; \
+                     set it, or remove them (a role for every token of a registry is `role_arn` of its [[registry]] entry)",
+                    e.host
+                ));
+            }
+            rules.push((pattern, scope));
+        }
+        // Without `allow` entries every private registry is allowed by
+        // accounts/regions and gets the broker-wide treatment; with them, every
+        // allowed private registry matches one.
+        let default = if s.allow.is_empty() {
+            Scope::new(s.pull_only, None, s.role_arn.as_ref(), &s.repositories)?
+        } else {
+            None
+        };
+        Ok(Scopes { rules, default })
+    }
+
+    /// The treatment of a registry host (as [`crate::registry::Host`] writes
+    /// it): the first entry naming exactly that host, else the first pattern
+    /// that matches, else the broker-wide one.
+    pub fn for_host(&self, host: &str) -> Option<&Scope> {
+        let exact = |p: &Vec<String>| !p.iter().any(|l| l == "*");
+        self.rules
+            .iter()
+            .filter(|(p, _)| exact(p))
+            .chain(self.rules.iter().filter(|(p, _)| !exact(p)))
+            .find(|(p, _)| allow::matches(p, host))
+            .map_or(self.default.as_ref(), |(_, scope)| scope.as_ref())
     }
 }
 
@@ -184,18 +345,18 @@ struct Served {
 pub struct Broker {
     tokens: Tokens,
     allow: AllowList,
-    scope: Option<Scope>,
+    scopes: Scopes,
     served: Mutex<HashMap<String, Served>>,
 }
 
 impl Broker {
     /// `tokens` should be built with `.in_memory()` (single-flight per identity
     /// and region).
-    pub fn new(tokens: Tokens, allow: AllowList, scope: Option<Scope>) -> Arc<Broker> {
+    pub fn new(tokens: Tokens, allow: AllowList, scopes: Scopes) -> Arc<Broker> {
         Arc::new(Broker {
             tokens,
             allow,
-            scope,
+            scopes,
             served: Mutex::new(HashMap::new()),
         })
     }
@@ -211,8 +372,9 @@ impl Broker {
         if let Err(reason) = self.allow.check(&resolved) {
             return Ok(Answer::NotAllowed(reason));
         }
-        if let (Some(scope), Target::Private { .. }) = (&self.scope, &resolved.target) {
-            if resolved.creds.role_arn.is_none() {
+        let scope = self.scopes.for_host(resolved.host.as_str());
+        if let (Some(scope), Target::Private { .. }) = (scope, &resolved.target) {
+            if scope.own_role || resolved.creds.role_arn.is_none() {
                 resolved.creds.role_arn = Some(scope.role_arn.clone());
             }
             resolved.creds.session_policy = Some(scope.policy.clone());

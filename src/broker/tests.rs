@@ -60,19 +60,19 @@ fn broker(settings: &Settings) -> (Arc<Broker>, Scripted) {
         .fetcher(Box::new(fetcher.clone()))
         .build();
     let allow = AllowList::new(
-        &settings.allow,
+        &settings.allow_hosts(),
         &settings.accounts,
         &settings.regions,
         settings.public,
     )
     .unwrap();
-    let scope = Scope::from_settings(settings).unwrap();
-    (Broker::new(tokens, allow, scope), fetcher)
+    let scopes = Scopes::from_settings(settings).unwrap();
+    (Broker::new(tokens, allow, scopes), fetcher)
 }
 
 fn allow_eu_west_1() -> Settings {
     Settings {
-        allow: vec!["*.dkr.ecr.eu-west-1.amazonaws.com".into()],
+        allow: vec![AllowEntry::host("*.dkr.ecr.eu-west-1.amazonaws.com")],
         ..Default::default()
     }
 }
@@ -88,7 +88,7 @@ fn password(a: Answer) -> String {
 fn allowed_hosts_get_tokens_and_others_a_reason() {
     const C: &str = "123456789012.dkr.ecr.eu-central-1.amazonaws.com";
     let mut settings = allow_eu_west_1();
-    settings.allow.push(C.into());
+    settings.allow.push(AllowEntry::host(C));
     let (b, f) = broker(&settings);
     assert_eq!(password(b.answer(A)), "pw-eu-west-1-1000000");
     match b.answer("123456789012.dkr.ecr.us-east-1.amazonaws.com") {
@@ -186,23 +186,127 @@ fn pull_only_fetches_through_the_role_with_the_session_policy() {
     );
 }
 
+const TEAM: &str = "arn:aws:ecr:eu-west-1:123456789012:repository/team/*";
+
+fn scope_error(s: &Settings) -> String {
+    Scopes::from_settings(s).unwrap_err()
+}
+
 #[test]
 fn pull_only_needs_a_role_and_repositories() {
     let mut s = Settings {
         pull_only: true,
         ..Default::default()
     };
-    assert!(Scope::from_settings(&s).unwrap_err().contains("role_arn"));
+    assert!(scope_error(&s).contains("role_arn"));
     s.role_arn = Some("arn:aws:iam::123456789012:role/r".into());
-    assert!(Scope::from_settings(&s)
-        .unwrap_err()
-        .contains("repositories"));
+    assert!(scope_error(&s).contains("repositories"));
     s.repositories = vec!["team/*".into()];
-    assert!(Scope::from_settings(&s)
-        .unwrap_err()
-        .contains("not an ECR repository ARN"));
+    assert!(scope_error(&s).contains("not an ECR repository ARN"));
     s.pull_only = false;
-    assert_eq!(Scope::from_settings(&s).unwrap(), None);
+    assert_eq!(Scopes::from_settings(&s).unwrap(), Scopes::default());
+
+    // The same, per allow entry: the error names the entry.
+    let mut s = allow_eu_west_1();
+    s.allow.push(AllowEntry {
+        pull_only: Some(true),
+        ..AllowEntry::host(A)
+    });
+    let e = scope_error(&s);
+    assert!(
+        e.starts_with(&format!("allow entry {A:?}: pull_only needs `role_arn`")),
+        "{e}"
+    );
+    s.allow[1].role_arn = Some("arn:aws:iam::123456789012:user/x".into());
+    assert!(scope_error(&s).contains("not an IAM role ARN"));
+    s.allow[1].role_arn = Some("arn:aws:iam::123456789012:role/pull".into());
+    assert!(scope_error(&s).contains("needs `repositories`"));
+    // A role or repositories on an entry that is not pull-only would be ignored: refused.
+    s.allow[1].pull_only = Some(false);
+    s.allow[1].repositories = vec![TEAM.into()];
+    let e = scope_error(&s);
+    assert!(e.contains("only apply with `pull_only = true`"), "{e}");
+}
+
+#[test]
+fn pull_only_per_allowed_registry_and_push_where_the_config_says_so() {
+    const C: &str = "123456789012.dkr.ecr.eu-central-1.amazonaws.com";
+    const BASE: &str = "arn:aws:ecr:eu-central-1:123456789012:repository/base";
+    let wide_role = "arn:aws:iam::123456789012:role/ecr-broker";
+    let a_role = "arn:aws:iam::123456789012:role/ecr-pull-a";
+    let settings = Settings {
+        // Broker-wide pull-only ...
+        pull_only: true,
+        role_arn: Some(wide_role.into()),
+        repositories: vec![BASE.into()],
+        allow: vec![
+            // ... a pattern with the broker-wide treatment, listed first: an
+            // entry naming the exact host still wins for A and B.
+            AllowEntry::host("*.dkr.ecr.eu-central-1.amazonaws.com"),
+            AllowEntry {
+                pull_only: Some(true),
+                role_arn: Some(a_role.into()),
+                repositories: vec![TEAM.into()],
+                ..AllowEntry::host(A)
+            },
+            // ... and B may push: the broker's own identity, no session policy.
+            AllowEntry {
+                pull_only: Some(false),
+                ..AllowEntry::host(B)
+            },
+        ],
+        ..Default::default()
+    };
+    let (b, f) = broker(&settings);
+    password(b.answer(A));
+    password(b.answer(B));
+    password(b.answer(C));
+    let reqs = f.requests.lock().unwrap();
+    // A and B share a region but not a treatment: two fetches, not one.
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[0].creds.role_arn.as_deref(), Some(a_role));
+    assert_eq!(
+        reqs[0].creds.session_policy,
+        Some(pull_only_policy(&[TEAM.into()]))
+    );
+    assert_eq!(reqs[1].creds.role_arn, None);
+    assert_eq!(reqs[1].creds.session_policy, None);
+    assert_eq!(reqs[2].creds.role_arn.as_deref(), Some(wide_role));
+    assert_eq!(
+        reqs[2].creds.session_policy,
+        Some(pull_only_policy(&[BASE.into()]))
+    );
+}
+
+#[test]
+fn a_registry_role_wins_over_the_broker_wide_role_but_not_over_the_entry_role() {
+    let scopes = Scopes::from_settings(&Settings {
+        pull_only: true,
+        role_arn: Some("arn:aws:iam::123456789012:role/wide".into()),
+        repositories: vec![TEAM.into()],
+        allow: vec![
+            AllowEntry {
+                role_arn: Some("arn:aws:iam::123456789012:role/own".into()),
+                ..AllowEntry::host(A)
+            },
+            AllowEntry::host(B),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let a = scopes.for_host(A).unwrap();
+    assert_eq!(
+        (a.role_arn.as_str(), a.own_role),
+        ("arn:aws:iam::123456789012:role/own", true)
+    );
+    let b = scopes.for_host(B).unwrap();
+    assert_eq!(
+        (b.role_arn.as_str(), b.own_role),
+        ("arn:aws:iam::123456789012:role/wide", false)
+    );
+    assert!(scopes
+        .for_host("123456789012.dkr.ecr.us-east-1.amazonaws.com")
+        .is_none());
 }
 
 #[test]
@@ -224,6 +328,45 @@ fn the_config_file_names_a_broker_or_configures_one() {
         Some(std::path::Path::new("/run/b.sock"))
     );
     assert!(s.pull_only);
+    assert_eq!(
+        s.allow,
+        vec![AllowEntry::host("*.dkr.ecr.eu-west-1.amazonaws.com")]
+    );
+    // Per allowed registry: tables (`[[broker.allow]]`), or strings and inline tables mixed.
+    let c = Config::parse(
+        &format!(
+            "[broker]\n[[broker.allow]]\nhost = \"{A}\"\npull_only = true\nrole_arn = \"arn:aws:iam::123456789012:role/p\"\nrepositories = [\"{TEAM}\"]\n\n[[broker.allow]]\nhost = \"{B}\"\npull_only = false\n"
+        ),
+        path,
+    )
+    .unwrap();
+    let s = c.broker.unwrap();
+    assert_eq!(s.allow_hosts(), vec![A.to_string(), B.to_string()]);
+    assert_eq!(s.allow[0].pull_only, Some(true));
+    assert_eq!(s.allow[0].repositories, vec![TEAM.to_string()]);
+    assert_eq!(s.allow[1].pull_only, Some(false));
+    let c = Config::parse(
+        &format!("[broker]\nallow = [\"{B}\", {{ host = \"{A}\", pull_only = true }}]\n"),
+        path,
+    )
+    .unwrap();
+    assert_eq!(c.broker.unwrap().allow[1].pull_only, Some(true));
+    for (bad, says) in [
+        ("allow = [1]", "not `1`"),
+        (
+            "allow = [{ host = \"x\", pullonly = true }]",
+            "unknown field `pullonly`",
+        ),
+        ("allow = [{ pull_only = true }]", "missing field `host`"),
+    ] {
+        let e = Config::parse(&format!("[broker]\n{bad}\n"), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`allow` entry") && e.contains(says) && !e.contains('\n'),
+            "{bad}: {e}"
+        );
+    }
     let e = Config::parse("[broker]\nallow = \"x\"\nsoket = 1\n", path)
         .unwrap_err()
         .to_string();

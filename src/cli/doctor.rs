@@ -30,6 +30,16 @@ pub struct Args {
     #[arg(long, value_name = "NAME", requires = "gitlab_runner_config")]
     pub runner: Option<String>,
 
+    /// Also check this node's Swarm: its role and the leader, the services on ECR,
+    /// the refresher (the example stack's service) and its /healthz, and the
+    /// services a refresher leaves alone (update paused, job mode).
+    #[arg(long)]
+    pub swarm: bool,
+
+    /// The Docker daemon for --swarm: unix:///path/to/docker.sock or tcp://HOST:PORT.
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
     /// `text` (a checklist) or `json` (one document).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
@@ -43,6 +53,8 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         broker: args.broker,
         runner_config: args.gitlab_runner_config,
         runner: args.runner,
+        swarm: args.swarm,
+        docker_host: args.docker_host,
     };
     let report = match doctor::run(&ctx.env, &config, config.path.clone(), &opts) {
         Ok(r) => r,

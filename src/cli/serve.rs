@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use super::Context;
 use crate::broker::allow::AllowList;
-use crate::broker::{self, metrics::Metrics, server, socket, Broker, Scope};
+use crate::broker::{self, metrics::Metrics, server, socket, AllowEntry, Broker, Scopes};
 use crate::env::Env;
 use crate::tokens::Tokens;
 
@@ -18,7 +18,8 @@ pub struct Args {
     pub socket: Option<PathBuf>,
     /// A registry host the broker may hand out tokens for, or a pattern where
     /// `*` is one DNS label (`*.dkr.ecr.eu-west-1.amazonaws.com`). Repeatable;
-    /// replaces `allow` of the config file's [broker] section.
+    /// replaces `allow` of the config file's [broker] section (per-registry
+    /// `pull_only` lives there only).
     #[arg(long = "allow", value_name = "PATTERN")]
     pub allow: Vec<String>,
     /// The group that may use the socket (mode 0660).
@@ -27,8 +28,9 @@ pub struct Args {
     /// Also serve /metrics on this loopback TCP address (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<String>,
-    /// Hand out pull-only tokens: AssumeRole with a session policy that allows
-    /// only pulls from --repository.
+    /// Hand out pull-only tokens for every allowed registry: AssumeRole with a
+    /// session policy that allows only pulls from --repository (per registry:
+    /// `[[broker.allow]]` entries of the config file).
     #[arg(long)]
     pub pull_only: bool,
     /// The role assumed for --pull-only.
@@ -55,7 +57,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let config = ctx.load_config()?;
     let mut settings = config.broker.clone().unwrap_or_default();
     if !args.allow.is_empty() {
-        settings.allow = args.allow.clone();
+        settings.allow = args.allow.iter().map(AllowEntry::host).collect();
     }
     if args.pull_only {
         settings.pull_only = true;
@@ -75,13 +77,13 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
     let metrics_addr = args.metrics_addr.clone().or(settings.metrics_addr.clone());
 
     let allow = AllowList::new(
-        &settings.allow,
+        &settings.allow_hosts(),
         &settings.accounts,
         &settings.regions,
         settings.public,
     )
     .map_err(|e| anyhow::anyhow!("the broker refuses to start: {e}"))?;
-    let scope = Scope::from_settings(&settings)
+    let scopes = Scopes::from_settings(&settings)
         .map_err(|e| anyhow::anyhow!("the broker refuses to start: {e}"))?;
     let gid = group.as_deref().map(socket::group_id).transpose()?;
     let metrics_addr: Option<std::net::SocketAddr> = metrics_addr
@@ -103,7 +105,7 @@ pub fn run(args: Args, ctx: &Context) -> anyhow::Result<i32> {
         .cache(None)
         .broker(None)
         .build();
-    let broker = Broker::new(tokens, allow, scope);
+    let broker = Broker::new(tokens, allow, scopes);
     let metrics = Arc::new(Metrics::default());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

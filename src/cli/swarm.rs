@@ -75,9 +75,13 @@ pub struct RefreshArgs {
     #[arg(long, value_name = "ADDR", env = "ECR_AUTH_SWARM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
 
-    /// The Docker daemon: unix:///path/to/docker.sock or tcp://HOST:PORT.
+    /// The Docker daemon: unix:///path/to/docker.sock or tcp://HOST[:PORT]
+    /// (port 2376 with TLS, 2375 without).
     #[arg(long, value_name = "URL", env = "DOCKER_HOST", default_value = docker::DEFAULT_HOST)]
     pub docker_host: String,
+
+    #[command(flatten)]
+    pub docker_tls: DockerTlsArgs,
 
     /// Give up on a Docker API request after DURATION (the event stream: on its
     /// opening); the refresher then backs off and asks again.
@@ -93,6 +97,38 @@ pub struct RefreshArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+/// TLS to a `tcp://` daemon, with the docker CLI's flags and variables.
+#[derive(clap::Args, Debug)]
+pub struct DockerTlsArgs {
+    /// Use TLS without checking the daemon's certificate; implied by --tlsverify
+    /// (or DOCKER_TLS set to anything).
+    #[arg(long = "tls")]
+    pub tls: bool,
+
+    /// Use TLS and check the daemon against --tlscacert (or DOCKER_TLS_VERIFY set
+    /// to anything); the client certificate is presented.
+    #[arg(long = "tlsverify")]
+    pub tls_verify: bool,
+
+    /// The CA that signed the daemon's certificate (default: ca.pem in
+    /// DOCKER_CERT_PATH, else in $DOCKER_CONFIG or ~/.docker).
+    #[arg(long = "tlscacert", value_name = "FILE")]
+    pub tls_ca_cert: Option<PathBuf>,
+
+    /// The client certificate (default: cert.pem there, if it exists).
+    #[arg(long = "tlscert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The client certificate's key (default: key.pem there, if it exists).
+    #[arg(long = "tlskey", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Allow a plain tcp:// --docker-host that is not this machine (the registry
+    /// credentials cross the network unencrypted).
+    #[arg(long)]
+    pub allow_plain_http: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,7 +175,15 @@ fn refresh(args: RefreshArgs, ctx: &Context) -> anyhow::Result<i32> {
         dry_run: args.dry_run,
         env_file: args.env_file,
         metrics_addr: args.metrics_addr,
-        docker_host: args.docker_host,
+        docker_host: docker::HostArgs {
+            host: args.docker_host,
+            tls: args.docker_tls.tls,
+            tls_verify: args.docker_tls.tls_verify,
+            tls_ca_cert: args.docker_tls.tls_ca_cert,
+            tls_cert: args.docker_tls.tls_cert,
+            tls_key: args.docker_tls.tls_key,
+            allow_plain_http: args.docker_tls.allow_plain_http,
+        },
         docker_timeout: args.docker_timeout,
     };
     crate::swarm::refresh_command(request, &ctx.env, ctx.config_path.as_deref())

@@ -1,7 +1,8 @@
-//! Changing a user's file safely, shared by every `configure` command: show
-//! the change as a unified diff (secrets redacted), keep a backup, write
-//! atomically through [`crate::files`], keep the file's mode and owner, and do
-//! nothing at all when nothing changes.
+//! Changing a user's file safely, shared by every `configure` command: read it
+//! without following a symlink that another user could have planted, show the
+//! change as a unified diff (secrets redacted), keep a backup, write atomically
+//! through [`crate::files`], keep the file's mode and owner, fail if someone
+//! replaced a written file, and do nothing at all when nothing changes.
 
 use std::fs;
 use std::io::{self, Write};
@@ -9,14 +10,22 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::dockercfg::{DockerConfig, DockerConfigError, Wiring};
-use crate::files::{self, Owner};
+use crate::files::{self, Owner, Replaced, Untrusted};
+
+/// A file as [`read_optional`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Existing {
+    pub(crate) text: String,
+    /// Its mode (`0o7777` bits), which the new file keeps unless told otherwise.
+    pub(crate) mode: u32,
+}
 
 /// A planned change to one file.
 #[derive(Clone, Debug)]
 pub(crate) struct Change {
     pub(crate) path: PathBuf,
-    /// The file's text now; `None` if it does not exist yet.
-    pub(crate) before: Option<String>,
+    /// The file now; `None` if it does not exist yet.
+    pub(crate) before: Option<Existing>,
     pub(crate) after: String,
     /// Mode for a new file (an existing file keeps its own unless `force_mode`).
     pub(crate) new_mode: u32,
@@ -36,11 +45,21 @@ pub(crate) enum EditError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot create the directory {path}: {source}")]
     CreateDir { path: PathBuf, source: io::Error },
+    #[error("{0}; nothing was changed")]
+    Read(#[source] Untrusted),
+    /// A written file (or its backup: then `unchanged` is the file, as it was).
+    #[error("{source}{}", unchanged.as_ref().map(|p| format!(" ({} was not changed)", p.display())).unwrap_or_default())]
+    Replaced {
+        source: Replaced,
+        unchanged: Option<PathBuf>,
+    },
+    #[error(transparent)]
+    Docker(#[from] DockerConfigError),
 }
 
 impl Change {
     pub(crate) fn is_noop(&self) -> bool {
-        self.before.as_deref() == Some(self.after.as_str())
+        self.before.as_ref().map(|b| b.text.as_str()) == Some(self.after.as_str())
     }
 
     /// `diff -u` of the change (empty when nothing changes).
@@ -55,7 +74,7 @@ impl Change {
             "/dev/null".into()
         };
         crate::diff::unified(
-            self.before.as_deref().unwrap_or(""),
+            self.before.as_ref().map_or("", |b| b.text.as_str()),
             &self.after,
             &old_name,
             &name,
@@ -68,18 +87,22 @@ impl Change {
         if self.is_noop() {
             return Ok(None);
         }
-        let meta = fs::metadata(&self.path).ok();
-        let backup = match (&self.before, &meta) {
-            (Some(before), Some(meta)) => {
+        let backup = match &self.before {
+            Some(before) => {
                 let backup = backup_path(&self.path, now);
-                let mode = meta.permissions().mode() & 0o7777;
-                files::replace(&backup, mode, Owner::KeepExisting, |f| {
-                    f.write_all(before.as_bytes())
+                files::replace(&backup, before.mode, Owner::KeepExisting, |f| {
+                    f.write_all(before.text.as_bytes())
                 })
-                .map_err(|source| EditError::Backup {
-                    path: self.path.clone(),
-                    backup: backup.clone(),
-                    source,
+                .map_err(|e| match Replaced::take(e) {
+                    Ok(source) => EditError::Replaced {
+                        source,
+                        unchanged: Some(self.path.clone()),
+                    },
+                    Err(source) => EditError::Backup {
+                        path: self.path.clone(),
+                        backup: backup.clone(),
+                        source,
+                    },
                 })?;
                 Some(backup)
             }
@@ -93,8 +116,8 @@ impl Change {
                 None
             }
         };
-        let mode = match &meta {
-            Some(m) if !self.force_mode => m.permissions().mode() & 0o7777,
+        let mode = match &self.before {
+            Some(b) if !self.force_mode => b.mode,
             _ => self.new_mode,
         };
         // The owner of an existing file (root editing a gitlab-runner user's
@@ -102,9 +125,15 @@ impl Change {
         files::replace(&self.path, mode, Owner::KeepExisting, |f| {
             f.write_all(self.after.as_bytes())
         })
-        .map_err(|source| EditError::Write {
-            path: self.path.clone(),
-            source,
+        .map_err(|e| match Replaced::take(e) {
+            Ok(source) => EditError::Replaced {
+                source,
+                unchanged: None,
+            },
+            Err(source) => EditError::Write {
+                path: self.path.clone(),
+                source,
+            },
         })?;
         Ok(backup)
     }
@@ -124,13 +153,15 @@ pub(crate) fn backup_path(path: &Path, now: i64) -> PathBuf {
         .expect("some suffix is free")
 }
 
-/// Reads a file as text; `None` if it does not exist.
-pub(crate) fn read_optional(path: &Path) -> io::Result<Option<String>> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+/// Reads a file to edit, with its mode; `None` if it does not exist. Nothing of
+/// it is parsed, shown or backed up unless it is the regular file at `path`, or
+/// a symlink that only we or root could have made ([`files::read_to_replace`]).
+pub(crate) fn read_optional(path: &Path) -> Result<Option<Existing>, EditError> {
+    let found = files::read_to_replace(path).map_err(EditError::Read)?;
+    Ok(found.map(|(text, meta)| Existing {
+        text,
+        mode: meta.permissions().mode() & 0o7777,
+    }))
 }
 
 /// Plans wiring a Docker `config.json` or containers `auth.json`: the file's
@@ -140,15 +171,12 @@ pub(crate) fn plan_docker_config(
     path: &Path,
     wiring: &Wiring,
     mode: u32,
-) -> Result<Change, DockerConfigError> {
-    let before = read_optional(path).map_err(|source| DockerConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut doc =
-        DockerConfig::parse(before.as_deref().unwrap_or(""), &path.display().to_string())?;
+) -> Result<Change, EditError> {
+    let before = read_optional(path)?;
+    let text = before.as_ref().map_or("", |b| b.text.as_str());
+    let mut doc = DockerConfig::parse(text, &path.display().to_string())?;
     let after = if before.is_some() && wiring.is_applied(&doc) {
-        before.clone().unwrap_or_default()
+        text.to_string()
     } else {
         wiring.apply(&mut doc);
         doc.to_pretty()
@@ -174,7 +202,7 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let change = Change {
             path: path.clone(),
-            before: Some("old\n".into()),
+            before: read_optional(&path).unwrap(),
             after: "new\n".into(),
             new_mode: 0o600,
             force_mode: false,
@@ -200,7 +228,7 @@ mod tests {
             .ends_with("Z-2"));
         // a no-op writes nothing
         let noop = Change {
-            before: Some("new\n".into()),
+            before: read_optional(&path).unwrap(),
             ..change.clone()
         };
         assert!(noop.apply(1).unwrap().is_none());
@@ -239,7 +267,7 @@ mod tests {
         }
         let change = Change {
             path: path.clone(),
-            before: Some("old\n".into()),
+            before: read_optional(&path).unwrap(),
             after: "new\n".into(),
             new_mode: 0o600,
             force_mode: false,

@@ -99,14 +99,14 @@ pub(crate) fn gitlab_runner(
             .as_ref()
             .map(|p| absolute(p).display().to_string()),
     });
-    let before = std::fs::read_to_string(path).with_context(|| {
+    let before = edit::read_optional(path)?.with_context(|| {
         format!(
-            "cannot read {}; give the runner's config.toml with --runner-config",
+            "cannot read {}: no such file; give the runner's config.toml with --runner-config",
             path.display()
         )
     })?;
     let edited = runner_config::edit(
-        &before,
+        &before.text,
         &path.display().to_string(),
         &Request {
             runners: req.runners.clone(),
@@ -125,7 +125,12 @@ pub(crate) fn gitlab_runner(
         // Job containers may run as any user, so the file is 0644: it must hold
         // no secret (issue 12 item 5: an existing config.json with `auths`).
         let job_config = Path::new(&j.docker_config);
-        if let Some(doc) = crate::dockercfg::DockerConfig::read(job_config)? {
+        let change = plan_docker_config(job_config, &wiring, 0o644)?;
+        if let Some(before) = &change.before {
+            let doc = crate::dockercfg::DockerConfig::parse(
+                &before.text,
+                &job_config.display().to_string(),
+            )?;
             let hosts = doc.auth_hosts();
             anyhow::ensure!(
                 hosts.is_empty(),
@@ -134,11 +139,7 @@ pub(crate) fn gitlab_runner(
                 hosts.join(", ")
             );
         }
-        changes.push(plan_docker_config(
-            Path::new(&j.docker_config),
-            &wiring,
-            0o644,
-        )?);
+        changes.push(change);
         if let Some(creds) = req.jobs.as_ref().and_then(|j| j.aws_credentials.as_ref()) {
             anyhow::ensure!(
                 creds.is_file(),

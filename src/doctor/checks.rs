@@ -4,13 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
-
 use super::probe;
 use super::regions;
 use super::report::Check;
+use super::wiring::Route;
 use crate::config::{Config, Resolved};
-use crate::dockercfg::DockerConfig;
 use crate::env::Env;
 use crate::registry::{Host, Target};
 use crate::tokens::{AuthToken, Tokens};
@@ -65,7 +63,6 @@ pub(crate) struct Context<'a> {
     pub docker_config_why: String,
     pub tokens: &'a Tokens,
     pub cache_dir: Option<PathBuf>,
-    pub broker: Option<String>,
     pub timeout: Duration,
 }
 
@@ -82,6 +79,19 @@ pub(crate) fn name(cx: &Context, s: &Subject) -> (Check, Option<Resolved>) {
         );
     };
     let Some(resolved) = cx.config.resolve(host) else {
+        if let Some(b) = cx.tokens.broker_client() {
+            return (
+                Check::ok(
+                    "name",
+                    format!(
+                        "{host} is not an ECR name and not mapped in {}; the broker at {} decides (next checks)",
+                        shown_config(cx),
+                        b.url()
+                    ),
+                ),
+                None,
+            );
+        }
         let looks = host.as_str().contains("dkr.ecr") || host.as_str().contains("amazonaws");
         let evidence = if looks {
             format!("{host} looks like an ECR host but is not one (ECR hosts are <12-digit account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn], or public.ecr.aws)")
@@ -152,132 +162,6 @@ fn shown_config(cx: &Context) -> String {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "the ecr-auth config file".into())
-}
-
-/// How a client will get credentials for the host from the Docker config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Route {
-    Helper { name: String, how: &'static str },
-    Static,
-}
-
-/// 2. The wiring: which Docker config is in effect and what it does with the host.
-pub(crate) fn wiring(cx: &Context, host: &Host) -> (Check, Option<Route>) {
-    let path = cx.docker_config.join("config.json");
-    let where_ = format!("{} ({})", path.display(), cx.docker_config_why);
-    let doc = match DockerConfig::read(&path) {
-        Ok(Some(doc)) => doc,
-        Ok(None) => {
-            return (
-                Check::fail(
-                    "wiring",
-                    format!("{where_} does not exist: nothing sends {host} to a credential helper"),
-                    format!("ecr-auth configure docker --registry {host}"),
-                ),
-                None,
-            )
-        }
-        Err(e) => {
-            return (
-                Check::fail(
-                    "wiring",
-                    e.to_string(),
-                    format!("fix the JSON in {}", path.display()),
-                ),
-                None,
-            )
-        }
-    };
-    let name = host.as_str();
-    if let Some((_, helper)) = doc
-        .cred_helpers()
-        .into_iter()
-        .find(|(h, _)| Host::parse(h).ok().as_ref() == Some(host))
-    {
-        return (
-            Check::ok(
-                "wiring",
-                format!("{where_} sends {name} to docker-credential-{helper} (credHelpers)"),
-            ),
-            Some(Route::Helper {
-                name: helper.to_string(),
-                how: "credHelpers",
-            }),
-        );
-    }
-    let static_entry = doc
-        .auth_hosts()
-        .into_iter()
-        .find(|h| Host::parse(h).ok().as_ref() == Some(host))
-        .and_then(|h| doc.auth(h).map(str::to_string));
-    if let Some(store) = doc.creds_store() {
-        return (
-            Check::ok(
-                "wiring",
-                format!("{where_} sends every registry to docker-credential-{store} (credsStore)"),
-            ),
-            Some(Route::Helper {
-                name: store.to_string(),
-                how: "credsStore",
-            }),
-        );
-    }
-    if let Some(auth) = static_entry {
-        return match static_expiry(&auth) {
-            Some(exp) if exp <= cx.tokens.now() => (
-                Check::fail(
-                    "wiring",
-                    format!(
-                        "{where_} has a static auths entry for {name} holding an ECR token that expired at {} (they last 12 h); no helper is set for it",
-                        crate::tokens::format_time(exp)
-                    ),
-                    format!("remove that auths entry and use the helper: ecr-auth configure docker --registry {name}"),
-                ),
-                Some(Route::Static),
-            ),
-            Some(exp) => (
-                Check::warn(
-                    "wiring",
-                    format!(
-                        "{where_} has a static auths entry for {name}: an ECR token valid until {}, then pulls fail",
-                        crate::tokens::format_time(exp)
-                    ),
-                    format!("use the helper instead: ecr-auth configure docker --registry {name}"),
-                ),
-                Some(Route::Static),
-            ),
-            None => (
-                Check::warn(
-                    "wiring",
-                    format!("{where_} has a static auths entry for {name} (not an ECR token ecr-auth can read)"),
-                    format!("use the helper instead: ecr-auth configure docker --registry {name}"),
-                ),
-                Some(Route::Static),
-            ),
-        };
-    }
-    (
-        Check::fail(
-            "wiring",
-            format!(
-                "{where_} neither sends {name} to a credential helper nor holds credentials for it"
-            ),
-            format!("ecr-auth configure docker --registry {name} (adds credHelpers)"),
-        ),
-        None,
-    )
-}
-
-/// The expiry of an ECR token inside an `auths` entry, without showing it:
-/// `auth` is base64("AWS:<password>") and the password base64 of JSON with
-/// `expiration`.
-pub(crate) fn static_expiry(auth: &str) -> Option<i64> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let plain = String::from_utf8(b64.decode(auth.trim()).ok()?).ok()?;
-    let (_, password) = plain.split_once(':')?;
-    let inner: serde_json::Value =
-        serde_json::from_slice(&b64.decode(password.trim()).ok()?).ok()?;
-    inner.get("expiration")?.as_i64()
 }
 
 /// 3. The helper binary a client will run.
@@ -516,23 +400,81 @@ pub(crate) fn cache(cx: &Context) -> Check {
     )
 }
 
-/// 8. The broker, if one is configured.
-pub(crate) fn broker(cx: &Context) -> Option<Check> {
-    let url = cx.broker.as_ref()?;
-    let path = url.strip_prefix("unix://").unwrap_or(url);
-    Some(match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Check::ok("broker", format!("the broker socket {path} accepts connections")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Check::fail(
-            "broker",
-            format!("the broker socket {path} does not exist"),
-            "start the broker (ecr-auth serve --socket …) or fix ECR_AUTH_BROKER / broker = … in the config file",
+/// Step 8, the broker, if one is configured: reachable, allowed for this host,
+/// and its answer (the expiry of the token it hands out, never the token). The
+/// token, for the registry check.
+pub(crate) fn broker(cx: &Context, host: &Host) -> (Check, Option<AuthToken>) {
+    use crate::tokens::broker::Answer;
+    let Some(client) = cx.tokens.broker_client() else {
+        return (Check::skip("broker", "no broker is configured"), None);
+    };
+    let url = client.url();
+    let Some(path) = url.strip_prefix("unix://").filter(|p| p.starts_with('/')) else {
+        return (
+            Check::fail(
+                "broker",
+                format!("the broker address {url:?} is not unix:///ABSOLUTE/PATH"),
+                "set ECR_AUTH_BROKER (or broker = … in the config file) to the socket of ecr-auth serve, e.g. unix:///run/ecr-auth/broker.sock",
+            ),
+            None,
+        );
+    };
+    let fail = |evidence: String, fix: &str| (Check::fail("broker", evidence, fix), None);
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return fail(
+                format!("the broker socket {path} does not exist"),
+                "start the broker (ecr-auth serve --socket …) or fix ECR_AUTH_BROKER / broker = … in the config file",
+            )
+        }
+        Err(e) => {
+            return fail(
+                format!("cannot connect to the broker socket {path}: {e}"),
+                "check that ecr-auth serve runs and that this user is in the socket's group",
+            )
+        }
+    }
+    match client.ask(host, cx.tokens.now()) {
+        Ok(Answer::Token(t)) => (
+            Check::ok(
+                "broker",
+                format!(
+                    "the broker at {path} allows {host}: it answered a token valid until {}",
+                    crate::tokens::format_time(t.expires_at)
+                ),
+            ),
+            Some(t),
         ),
-        Err(e) => Check::fail(
-            "broker",
-            format!("cannot connect to the broker socket {path}: {e}"),
-            "check that ecr-auth serve runs and that this user is in the socket's group",
+        Ok(Answer::NotAllowed(reason)) => fail(
+            format!("the broker at {path} does not allow {host}: {reason}"),
+            &format!("ask the broker's operator to allow it: ecr-auth serve --allow {host}, or `allow` in [broker] of its config file"),
         ),
-    })
+        Ok(Answer::NotFound(reason)) => fail(
+            format!("the broker at {path} has no token for {host}: {reason}"),
+            "the broker lacks AWS credentials or a mapping for this host: run ecr-auth doctor for it as the broker's user, on the broker's host",
+        ),
+        Ok(Answer::Failed(reason)) => fail(
+            format!("the broker at {path} could not get a token for {host}: {reason}"),
+            "see the broker's log; ecr-auth doctor run as the broker's user on its host names the broken step",
+        ),
+        Err(e) => fail(
+            e.to_string(),
+            "check that ecr-auth serve runs there and answers (its log), and that ECR_AUTH_BROKER names its socket",
+        ),
+    }
+}
+
+/// The token the broker handed out, as the `token` check.
+pub(crate) fn broker_token(t: &AuthToken) -> Check {
+    Check::ok(
+        "token",
+        format!(
+            "an ECR token for {} from the broker, valid until {}",
+            t.host,
+            crate::tokens::format_time(t.expires_at)
+        ),
+    )
 }
 
 /// 9. The registry, with the token.

@@ -1,25 +1,29 @@
-//! `ecr-auth doctor`: walks the path a pull takes — the name, the Docker wiring,
-//! the helper binary, the AWS identity and clock, the token, the cache, the
-//! broker, the registry — and names the first broken link with evidence and a
-//! fix. Every check reads what it is handed (environment, files, the token core);
-//! the AWS calls go through [`Tokens`] like every other face's.
+//! `ecr-auth doctor`: walks the path a pull takes — the name, the wiring of
+//! Docker and of podman/skopeo/buildah, the helper binary, the AWS identity and
+//! clock, the token, the cache, the broker, the registry — and names the first
+//! broken link with evidence and a fix; beside the registries, a gitlab-runner
+//! config.toml (`runner`) and this node's Swarm (`swarm`). Every check reads what
+//! it is handed (environment, files, the token core, the Docker API); the AWS
+//! calls go through [`Tokens`] like every other face's.
 
 mod checks;
 mod probe;
 mod regions;
 pub mod report;
 mod runner;
+mod swarm;
+mod wiring;
 
 use std::path::PathBuf;
 
 use crate::config::Config;
-use crate::dockercfg::DockerConfig;
 use crate::env::Env;
 use crate::registry::Host;
 use crate::tokens::cache::Cache;
 use crate::tokens::{Limits, Tokens};
-use checks::{Context, Route, Subject};
+use checks::{Context, Subject};
 pub use report::{Check, RegistryReport, Report, Status};
+use wiring::Route;
 
 /// What to examine.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +37,10 @@ pub struct Options {
     /// A gitlab-runner config.toml to check, and optionally one runner of it.
     pub runner_config: Option<PathBuf>,
     pub runner: Option<String>,
+    /// Check this node's Swarm through the Docker daemon at `docker_host`
+    /// (a DOCKER_HOST value; default the local socket).
+    pub swarm: bool,
+    pub docker_host: Option<String>,
 }
 
 /// Errors that stop `doctor` before any check: bad usage.
@@ -51,20 +59,32 @@ pub fn run(
 ) -> Result<Report, DoctorError> {
     let (docker_config, why) = docker_config_dir(env, opts);
     let mut targets = opts.targets.clone();
-    if targets.is_empty() {
-        targets = default_targets(config, &docker_config.join("config.json"));
+    // Swarm tasks pull with the auth stored in their service, not through this
+    // machine's Docker config: `--swarm` alone checks only the Swarm.
+    if targets.is_empty() && !opts.swarm {
+        let (files, _) = wiring::containers_files(env, &docker_config, &why);
+        targets = default_targets(config, &files);
     }
-    if targets.is_empty() {
+    if targets.is_empty() && !opts.swarm {
         return Err(DoctorError::NothingToCheck(
             docker_config.join("config.json").display().to_string(),
         ));
     }
     let limits = Limits::from_env(env);
     // A real fetch that neither reads nor writes the helper's cache.
-    let tokens = Tokens::builder(env.clone(), config.clone())
+    let mut tokens = Tokens::builder(env.clone(), config.clone())
         .cache(None)
-        .limits(limits)
-        .build();
+        .limits(limits);
+    if let Some(b) = &opts.broker {
+        // A bare path is the socket itself.
+        let url = if b.starts_with('/') {
+            format!("unix://{b}")
+        } else {
+            b.clone()
+        };
+        tokens = tokens.broker(Some(url));
+    }
+    let tokens = tokens.build();
     let cx = Context {
         env,
         config,
@@ -73,10 +93,6 @@ pub fn run(
         docker_config_why: why,
         tokens: &tokens,
         cache_dir: Cache::from_env(env).map(|c| c.dir().to_path_buf()),
-        broker: opts
-            .broker
-            .clone()
-            .or_else(|| env.get("ECR_AUTH_BROKER").map(str::to_string)),
         timeout: limits.cold_deadline,
     };
     let registries = targets
@@ -90,7 +106,14 @@ pub fn run(
             .collect();
         runner::check(p, opts.runner.as_deref(), &hosts)
     });
-    Ok(Report::new(registries, runner, None))
+    let swarm = opts.swarm.then(|| {
+        let host = opts
+            .docker_host
+            .as_deref()
+            .unwrap_or(crate::swarm::docker::DEFAULT_HOST);
+        swarm::check(host, env, config, limits.cold_deadline)
+    });
+    Ok(Report::new(registries, runner, swarm))
 }
 
 /// The checks of one registry, stopping at the first failure.
@@ -98,35 +121,38 @@ fn examine(cx: &Context, s: &Subject) -> RegistryReport {
     let mut walk = Walk::default();
     let (check, resolved) = checks::name(cx, s);
     walk.push(check);
-    let host = s.host.clone();
-    if let (Some(resolved), Some(host)) = (resolved, host) {
-        let route = walk.step(|| checks::wiring(cx, &host));
-        if let Some(route) = route.flatten() {
-            if matches!(route, Route::Helper { .. }) {
-                walk.step(|| (checks::helper(cx, &route), ()));
-            }
-        }
-        let token = if let Some(b) = checks::broker(cx) {
-            // Through a broker the helper holds no AWS identity and no cache: the
-            // socket comes next on the path, then the token it hands out.
-            walk.step(|| (b, ()));
-            walk.step(|| checks::token(cx, &host)).flatten()
-        } else {
-            if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
-                walk.push(clock);
-            }
-            let token = walk.step(|| checks::token(cx, &host)).flatten();
-            walk.step(|| (checks::cache(cx), ()));
-            token
-        };
-        if let Some(token) = token {
-            walk.step(|| (checks::registry(cx, s, &host, &token), ()));
-        }
+    let Some(host) = s.host.clone().filter(|_| !walk.failed) else {
+        return walk.report(s);
+    };
+    let (wired, routes) = wiring::wiring(cx, &host);
+    for c in wired {
+        walk.push(c);
     }
-    RegistryReport {
-        registry: s.given.clone(),
-        checks: walk.done(),
+    for route in routes.iter().filter(|r| matches!(r, Route::Helper { .. })) {
+        walk.step(|| (checks::helper(cx, route), ()));
     }
+    let token = if cx.tokens.broker_client().is_some() {
+        // Through a broker the helper holds no AWS identity and no cache: the
+        // socket comes next on the path, and the token is the one it answers.
+        let token = walk.step(|| checks::broker(cx, &host)).flatten();
+        if let Some(t) = &token {
+            walk.push(checks::broker_token(t));
+        }
+        token
+    } else if let Some(resolved) = resolved {
+        if let Some(Some(clock)) = walk.step(|| checks::identity_and_clock(cx, &resolved)) {
+            walk.push(clock);
+        }
+        let token = walk.step(|| checks::token(cx, &host)).flatten();
+        walk.step(|| (checks::cache(cx), ()));
+        token
+    } else {
+        None
+    };
+    if let Some(token) = token {
+        walk.step(|| (checks::registry(cx, s, &host, &token), ()));
+    }
+    walk.report(s)
 }
 
 /// The checks so far; once one fails, later steps are recorded as skipped.
@@ -157,8 +183,11 @@ impl Walk {
         Some(extra)
     }
 
-    fn done(self) -> Vec<Check> {
-        self.checks
+    fn report(self, s: &Subject) -> RegistryReport {
+        RegistryReport {
+            registry: s.given.clone(),
+            checks: self.checks,
+        }
     }
 }
 
@@ -176,15 +205,15 @@ fn docker_config_dir(env: &Env, opts: &Options) -> (PathBuf, String) {
     )
 }
 
-/// The registries of the ecr-auth config file and the ECR hosts the Docker
-/// config names.
-fn default_targets(config: &Config, docker_config: &std::path::Path) -> Vec<String> {
+/// The registries of the ecr-auth config file and the ECR hosts that the Docker
+/// config and the containers auth.json files name.
+fn default_targets(config: &Config, files: &[wiring::AuthFile]) -> Vec<String> {
     let mut out: Vec<String> = config
         .registries
         .iter()
         .map(|r| r.host.to_string())
         .collect();
-    if let Ok(Some(doc)) = DockerConfig::read(docker_config) {
+    for doc in files.iter().filter_map(|f| f.read().ok().flatten()) {
         let named = doc
             .cred_helpers()
             .into_iter()

@@ -171,4 +171,39 @@ mod tests {
              A check failed: the first ✗ above is where a pull breaks.\n"
         );
     }
+
+    #[test]
+    fn runner_and_swarm_sit_beside_the_registries() {
+        let r = Report::new(
+            vec![RegistryReport {
+                registry: "h".into(),
+                checks: vec![Check::ok("name", "ECR")],
+            }],
+            Some(vec![Check::ok("runner", "covered")]),
+            Some(vec![
+                Check::ok("swarm", "leader"),
+                Check::warn("swarm", "paused", "roll back"),
+            ]),
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ok": true,
+            "registries": [{"registry": "h", "checks": [{"id": "name", "status": "ok", "evidence": "ECR"}]}],
+            "runner": [{"id": "runner", "status": "ok", "evidence": "covered"}],
+            "swarm": [
+                {"id": "swarm", "status": "ok", "evidence": "leader"},
+                {"id": "swarm", "status": "warn", "evidence": "paused", "fix": "roll back"}
+            ]})
+        );
+        assert_eq!(
+            r.to_text(false),
+            "h\n  ✓ name      ECR\ngitlab-runner\n  ✓ runner    covered\n\
+             swarm\n  ✓ swarm     leader\n  ! swarm     paused\n              fix: roll back\n\
+             All checks passed.\n"
+        );
+        // A failing Swarm check fails the report.
+        let r = Report::new(vec![], None, Some(vec![Check::fail("swarm", "x", "y")]));
+        assert!(!r.ok);
+    }
 }

@@ -1,5 +1,6 @@
 //! A small Docker Engine API client: just what `swarm refresh` needs, over a unix
-//! socket (`unix:///var/run/docker.sock`, the default) or plain `tcp://`.
+//! socket (`unix:///var/run/docker.sock`, the default) or `tcp://`, with TLS as
+//! the docker CLI does it ([`endpoint`], [`tls`]).
 //!
 //! Why raw JSON and not a typed client (bollard and the like): a refresh must send
 //! the service's spec back *exactly* as Swarm stored it. A typed client decodes the
@@ -25,7 +26,13 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::env::Env;
 use crate::secret::Secret;
+use endpoint::Endpoint;
+pub use endpoint::{HostArgs, Target};
+
+mod endpoint;
+mod tls;
 
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -38,8 +45,21 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("DOCKER_HOST {0:?} is not supported: use unix:///path/to/docker.sock or tcp://HOST:PORT (TLS is not supported; mount the socket instead)")]
+    #[error("DOCKER_HOST {0:?} is not supported: use unix:///path/to/docker.sock or tcp://HOST[:PORT] (TLS with --tlsverify, or DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)")]
     BadHost(String),
+    #[error("--docker-host (DOCKER_HOST) {0} is plain HTTP to a host that is not this machine: the registry credentials sent with every service update would cross the network readable by anyone on the way. Use TLS (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or --tlsverify), or pass --allow-plain-http if the network is yours")]
+    PlainHttp(String),
+    #[error("cannot use {what} {} for TLS to the Docker daemon: {problem}. {advice}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        problem: String,
+        advice: String,
+    },
+    #[error("{0}")]
+    TlsSetup(String),
+    #[error("TLS with the Docker daemon at {endpoint} failed: {message}")]
+    Tls { endpoint: String, message: String },
     #[error("cannot reach the Docker daemon at {endpoint}: {message}. Is dockerd running, and is its socket mounted/readable?")]
     Unreachable { endpoint: String, message: String },
     #[error("the Docker daemon at {endpoint} did not answer {what} within {secs}s")]
@@ -74,66 +94,15 @@ impl DockerError {
     pub fn is_connection(&self) -> bool {
         matches!(
             self,
-            DockerError::Unreachable { .. } | DockerError::Timeout { .. }
+            DockerError::Unreachable { .. } | DockerError::Timeout { .. } | DockerError::Tls { .. }
         )
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Endpoint {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl Endpoint {
-    fn parse(host: &str) -> Result<Endpoint, DockerError> {
-        let bad = || DockerError::BadHost(host.to_string());
-        if let Some(path) = host.strip_prefix("unix://") {
-            if path.is_empty() {
-                return Err(bad());
-            }
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-        if let Some(addr) = host
-            .strip_prefix("tcp://")
-            .or_else(|| host.strip_prefix("http://"))
-        {
-            let addr = addr.trim_end_matches('/');
-            let addr = if addr.contains(':') {
-                addr.to_string()
-            } else {
-                format!("{addr}:2375")
-            };
-            if addr.starts_with(':') || addr.contains('/') {
-                return Err(bad());
-            }
-            return Ok(Endpoint::Tcp(addr));
-        }
-        if host.starts_with('/') {
-            return Ok(Endpoint::Unix(PathBuf::from(host)));
-        }
-        Err(bad())
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Endpoint::Unix(p) => format!("unix://{}", p.display()),
-            Endpoint::Tcp(a) => format!("tcp://{a}"),
-        }
-    }
-
-    fn authority(&self) -> &str {
-        match self {
-            Endpoint::Unix(_) => "docker",
-            Endpoint::Tcp(a) => a,
-        }
     }
 }
 
 /// One daemon, at the API version it speaks. The version is learnt on first use
 /// and again after the daemon could not be reached (it may have been upgraded).
 pub struct Docker {
-    endpoint: Endpoint,
+    target: Target,
     version: std::sync::Mutex<Option<String>>,
     calls: Arc<AtomicU64>,
     timeout: Duration,
@@ -262,14 +231,14 @@ impl Service {
 }
 
 impl Docker {
-    /// The daemon at `host` (a DOCKER_HOST value); nothing is sent yet.
-    pub fn new(host: &str, calls: Arc<AtomicU64>) -> Result<Docker, DockerError> {
-        Ok(Docker {
-            endpoint: Endpoint::parse(host)?,
+    /// The daemon at `target`; nothing is sent yet.
+    pub fn new(target: &Target, calls: Arc<AtomicU64>) -> Docker {
+        Docker {
+            target: target.clone(),
             version: std::sync::Mutex::new(None),
             calls,
             timeout: DEFAULT_TIMEOUT,
-        })
+        }
     }
 
     /// Every request gives up after `timeout` (the event stream: its opening).
@@ -278,9 +247,10 @@ impl Docker {
         self
     }
 
-    /// Connects to `host` and learns its API version.
+    /// Connects to `host` (a DOCKER_HOST value, without TLS) and learns its API version.
     pub async fn connect(host: &str, calls: Arc<AtomicU64>) -> Result<Docker, DockerError> {
-        let docker = Docker::new(host, calls)?;
+        let target = Target::resolve(&HostArgs::from(host), &Env::default())?;
+        let docker = Docker::new(&target, calls);
         docker.api_version().await?;
         Ok(docker)
     }
@@ -329,7 +299,7 @@ impl Docker {
     }
 
     pub fn endpoint(&self) -> String {
-        self.endpoint.describe()
+        self.target.describe()
     }
 
     /// Requests made through this client (and its event streams) so far.
@@ -431,7 +401,8 @@ impl Docker {
         Ok(answer.warnings.unwrap_or_default())
     }
 
-    /// Opens `GET /events` for service create/update events (no timeout: it streams).
+    /// Opens `GET /events` for service create/update events (the timeout covers the
+    /// opening, not the stream).
     pub async fn service_events(&self) -> Result<EventStream, DockerError> {
         let filters = r#"{"type":["service"],"event":["create","update"]}"#;
         let path = self
@@ -503,7 +474,7 @@ impl Docker {
 
     fn timed_out(&self, what: &str) -> DockerError {
         DockerError::Timeout {
-            endpoint: self.endpoint.describe(),
+            endpoint: self.target.describe(),
             what: what.to_string(),
             secs: self.timeout.as_secs(),
         }
@@ -521,7 +492,7 @@ impl Docker {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, self.endpoint.authority())
+            .header(hyper::header::HOST, self.target.endpoint.authority())
             .header(
                 hyper::header::USER_AGENT,
                 concat!("ecr-auth/", env!("CARGO_PKG_VERSION")),
@@ -538,18 +509,29 @@ impl Docker {
                 what: path.to_string(),
                 message: format!("cannot build the request: {e}"),
             })?;
-        match &self.endpoint {
+        match &self.target.endpoint {
             Endpoint::Unix(p) => {
                 let stream = tokio::net::UnixStream::connect(p)
                     .await
                     .map_err(|e| self.unreachable(&e))?;
                 self.exchange(stream, request).await
             }
-            Endpoint::Tcp(a) => {
-                let stream = tokio::net::TcpStream::connect(a.as_str())
+            Endpoint::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(|e| self.unreachable(&e))?;
-                self.exchange(stream, request).await
+                match &self.target.tls {
+                    None => self.exchange(stream, request).await,
+                    Some(tls) => {
+                        // The handshake is done before a byte of the request is
+                        // written: a daemon that fails the CA check gets nothing.
+                        let stream = tls
+                            .connect(stream)
+                            .await
+                            .map_err(|e| self.unreachable(&e))?;
+                        self.exchange(stream, request).await
+                    }
+                }
             }
         }
     }
@@ -574,11 +556,26 @@ impl Docker {
             .map_err(|e| self.unreachable(&e))
     }
 
-    fn unreachable(&self, e: &dyn std::fmt::Display) -> DockerError {
-        DockerError::Unreachable {
-            endpoint: self.endpoint.describe(),
-            message: e.to_string(),
+    /// A failed connection or exchange: TLS failures explained, the rest as
+    /// "cannot reach" with the whole cause.
+    fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> DockerError {
+        if let (Some(tls), Some(cause)) = (&self.target.tls, tls::rustls_error(e)) {
+            return tls.explain(&self.target.describe(), cause);
         }
+        DockerError::Unreachable {
+            endpoint: self.target.describe(),
+            message: crate::report::report(e),
+        }
+    }
+
+    /// `GET path` (at the daemon's API version) decoded as `T`: a read for callers
+    /// that need fields this client does not model (doctor: nodes, tasks).
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, DockerError> {
+        let what = format!("GET {path}");
+        decode(&self.get(path, &what).await?, &what)
     }
 }
 
@@ -688,7 +685,7 @@ fn api_error(what: &str, status: StatusCode, body: &[u8]) -> DockerError {
     struct Message {
         message: String,
     }
-    let message = serde_json::from_slice::<Message>(body)
+    let mut message = serde_json::from_slice::<Message>(body)
         .map(|m| m.message)
         .unwrap_or_else(|_| {
             String::from_utf8_lossy(body)
@@ -697,6 +694,10 @@ fn api_error(what: &str, status: StatusCode, body: &[u8]) -> DockerError {
                 .take(300)
                 .collect()
         });
+    // Go's answer to plain HTTP on a TLS port (dockerd --tlsverify -H tcp://…).
+    if message.contains("Client sent an HTTP request to an HTTPS server") {
+        message.push_str(" The daemon serves TLS on this port: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (or --tlsverify with --tlscacert, --tlscert and --tlskey)");
+    }
     DockerError::Api {
         what: what.to_string(),
         status: status.as_u16(),
@@ -721,41 +722,6 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docker_host_forms() {
-        let ok = [
-            (
-                "unix:///var/run/docker.sock",
-                Endpoint::Unix("/var/run/docker.sock".into()),
-            ),
-            (
-                "/run/docker.sock",
-                Endpoint::Unix("/run/docker.sock".into()),
-            ),
-            (
-                "tcp://127.0.0.1:2375",
-                Endpoint::Tcp("127.0.0.1:2375".into()),
-            ),
-            ("tcp://manager", Endpoint::Tcp("manager:2375".into())),
-            (
-                "http://127.0.0.1:2375/",
-                Endpoint::Tcp("127.0.0.1:2375".into()),
-            ),
-        ];
-        for (input, want) in ok {
-            assert_eq!(Endpoint::parse(input).unwrap(), want, "{input}");
-        }
-        for bad in [
-            "unix://",
-            "npipe:////./pipe/docker_engine",
-            "ssh://me@host",
-            "tcp://:2375",
-            "",
-        ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn service_keeps_the_spec_bytes() {
@@ -838,5 +804,15 @@ mod tests {
             "%7B%22a%22%3A%5B%22b%22%5D%7D"
         );
         assert_eq!(parse_version("1.41"), Some((1, 41)));
+        // Plain HTTP to dockerd's TLS port: Go's own answer, then what to do.
+        let e = api_error(
+            "GET /version",
+            StatusCode::BAD_REQUEST,
+            b"Client sent an HTTP request to an HTTPS server.\n",
+        );
+        assert_eq!(
+            e.to_string(),
+            "Docker API GET /version failed (400): Client sent an HTTP request to an HTTPS server. The daemon serves TLS on this port: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (or --tlsverify with --tlscacert, --tlscert and --tlskey)"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use super::docker::Docker;
+use super::docker::{Docker, Target};
 use crate::backoff::{random_draw, Backoff};
 
 /// Changes close together are handled together.
@@ -31,19 +31,13 @@ pub(crate) enum Event {
 
 /// Runs until `stop` turns true. Sends what it sees on `tx`.
 pub(crate) async fn watch_services(
-    docker_host: String,
+    docker_host: Target,
     timeout: Duration,
     calls: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let docker = match Docker::new(&docker_host, calls) {
-        Ok(d) => d.with_timeout(timeout),
-        Err(e) => {
-            tracing::warn!("cannot watch Docker events: {e}");
-            return;
-        }
-    };
+    let docker = Docker::new(&docker_host, calls).with_timeout(timeout);
     let mut failures = 0u32;
     let mut broke = false;
     loop {

@@ -22,7 +22,7 @@ mod api;
 pub mod docker;
 mod envfile;
 mod events;
-mod image;
+pub(crate) mod image;
 pub mod metrics;
 pub mod refresh;
 pub mod schedule;
@@ -49,8 +49,8 @@ pub use step::{step, Settings, State, Step, Turn};
 /// What `swarm refresh` was asked to do.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
-    /// A DOCKER_HOST value.
-    pub docker_host: String,
+    /// The daemon, with its TLS settings.
+    pub docker_host: docker::Target,
     /// How long a Docker API request may take.
     pub docker_timeout: Duration,
     pub settings: Settings,
@@ -75,7 +75,7 @@ pub(crate) fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
 async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     let metrics = Metrics::new();
     let docker =
-        Docker::new(&o.docker_host, metrics.docker_calls.clone())?.with_timeout(o.docker_timeout);
+        Docker::new(&o.docker_host, metrics.docker_calls.clone()).with_timeout(o.docker_timeout);
     if let Some(addr) = &o.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr.as_str())
             .await

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::docker::{HostArgs, Target};
 use super::envfile::EnvFile;
 use super::refresh::Selection;
 use super::schedule::Schedule;
@@ -29,7 +30,8 @@ pub(crate) struct Request {
     pub dry_run: bool,
     pub env_file: Option<PathBuf>,
     pub metrics_addr: Option<String>,
-    pub docker_host: String,
+    /// The daemon as the command line names it (`--docker-host`, `--tls*`).
+    pub docker_host: HostArgs,
     /// Default: [`super::docker::DEFAULT_TIMEOUT`].
     pub docker_timeout: Option<Duration>,
 }
@@ -52,6 +54,8 @@ fn prepare(
     env: &Env,
     config_path: Option<&Path>,
 ) -> anyhow::Result<(Options, Tokens)> {
+    // Plain TCP to another machine is refused here, before anything is sent.
+    let docker_host = Target::resolve(&request.docker_host, env)?;
     let mut env = env.clone();
     let mut registries = request.registries.clone();
     if let Some(path) = &request.env_file {
@@ -100,7 +104,7 @@ fn prepare(
         (false, None) => Schedule::HalfLife,
     };
     let options = Options {
-        docker_host: request.docker_host,
+        docker_host,
         docker_timeout: request
             .docker_timeout
             .unwrap_or(super::docker::DEFAULT_TIMEOUT),

@@ -41,6 +41,18 @@ struct TokenAnswer {
     issued_at: Option<i64>,
 }
 
+/// What the broker answered for one registry.
+#[derive(Debug)]
+pub enum Answer {
+    Token(AuthToken),
+    /// Not in its allow-list; the broker's reason.
+    NotAllowed(String),
+    /// Not ECR, not mapped, or no AWS credentials: the helper's "not found".
+    NotFound(String),
+    /// AWS (or the broker's credential chain) failed.
+    Failed(String),
+}
+
 #[derive(Deserialize)]
 struct ErrorAnswer {
     error: String,
@@ -79,6 +91,24 @@ impl BrokerClient {
 
     /// The token for one registry host, as the broker answers it.
     pub fn token(&self, host: &Host, now: i64) -> Result<AuthToken, TokenError> {
+        match self.ask(host, now)? {
+            Answer::Token(t) => Ok(t),
+            Answer::NotAllowed(message) | Answer::NotFound(message) => {
+                Err(TokenError::BrokerNotFound(format!(
+                    "the ecr-auth broker at {} says: {message}",
+                    self.url
+                )))
+            }
+            Answer::Failed(message) => Err(TokenError::Broker(format!(
+                "the ecr-auth broker at {} could not get a token for {host}: {message}",
+                self.url
+            ))),
+        }
+    }
+
+    /// The broker's answer for one registry host, each kind apart (doctor tells
+    /// "not allowed" from "no credentials"); `Err` when there is no answer.
+    pub fn ask(&self, host: &Host, now: i64) -> Result<Answer, TokenError> {
         let query: String = percent_encoding::utf8_percent_encode(
             host.as_str(),
             percent_encoding::NON_ALPHANUMERIC,
@@ -89,7 +119,7 @@ impl BrokerClient {
             let t: TokenAnswer =
                 serde_json::from_slice(&body).map_err(|_| self.unreadable(status))?;
             let _ = t.registry;
-            return Ok(AuthToken {
+            return Ok(Answer::Token(AuthToken {
                 host: host.clone(),
                 username: t.username,
                 password: Secret::new(t.password),
@@ -97,21 +127,16 @@ impl BrokerClient {
                 expires_at: t.expires_at,
                 proxy_endpoint: None,
                 origin: Origin::Broker,
-            });
+            }));
         }
         let e: ErrorAnswer = serde_json::from_slice(&body).map_err(|_| self.unreadable(status))?;
         let message = crate::logging::escape_controls(e.message.as_bytes());
-        let message = String::from_utf8_lossy(&message);
-        match e.error.as_str() {
-            "not_allowed" | "not_found" => Err(TokenError::BrokerNotFound(format!(
-                "the ecr-auth broker at {} says: {message}",
-                self.url
-            ))),
-            _ => Err(TokenError::Broker(format!(
-                "the ecr-auth broker at {} could not get a token for {host}: {message}",
-                self.url
-            ))),
-        }
+        let message = String::from_utf8_lossy(&message).into_owned();
+        Ok(match e.error.as_str() {
+            "not_allowed" => Answer::NotAllowed(message),
+            "not_found" => Answer::NotFound(message),
+            _ => Answer::Failed(message),
+        })
     }
 
     /// The hosts the broker names (the helper's `list`).

@@ -1,7 +1,8 @@
 //! `ecr-auth serve`, the token broker, against the lab: our token server as AWS
 //! (ECR GetAuthorizationToken and STS AssumeRole, counted), the real binary as
-//! broker and as helper (`ECR_AUTH_BROKER=unix://...`), a job-like FROM scratch
-//! container that pulls through the docker CLI with nothing of AWS in it.
+//! broker and as helper (`ECR_AUTH_BROKER=unix://...`), job-like FROM scratch
+//! containers with nothing of AWS in them that pull through the docker CLI and
+//! build with buildah.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -569,6 +570,97 @@ fn pull_only_tokens_come_from_a_session_limited_to_the_repositories() {
 }
 
 #[test]
+fn pull_only_per_registry_one_registry_gets_a_pull_only_session_and_another_may_push() {
+    let tokens = TokenServer::start();
+    let role = "arn:aws:iam::123456789012:role/ecr-pull-team";
+    let repos = ["arn:aws:ecr:eu-west-1:123456789012:repository/team/*"];
+    let tmp = TempDir::new("broker-per-registry");
+    let config = tmp.join("ecr-auth.toml");
+    // A and B are in the same region: one token would serve both, were it not
+    // for their different treatments.
+    std::fs::write(
+        &config,
+        format!(
+            r#"[broker]
+[[broker.allow]]
+host = "{HOST_A}"
+pull_only = true
+role_arn = "{role}"
+repositories = ["{}"]
+
+[[broker.allow]]
+host = "{HOST_B}"
+pull_only = false
+"#,
+            repos[0]
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let a = b.get(HOST_A);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let pushing = b.get(HOST_B);
+    assert_eq!(pushing.status, 200, "{}", pushing.text());
+
+    // A: through the role, with a session policy naming exactly A's repositories.
+    assert_eq!(tokens.assumed_roles(), vec![role.to_string()]);
+    let policy: serde_json::Value = serde_json::from_str(
+        tokens.session_policies()[0]
+            .as_deref()
+            .expect("a session policy"),
+    )
+    .unwrap();
+    assert_eq!(policy["Statement"][1]["Resource"], serde_json::json!(repos));
+    assert_eq!(
+        policy["Statement"][1]["Action"],
+        serde_json::json!([
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:BatchCheckLayerAvailability"
+        ])
+    );
+    // B: the broker's own identity (which may push), no AssumeRole, no session policy.
+    assert_eq!(
+        tokens.callers(),
+        vec![
+            TokenServer::role_access_key(role),
+            "AKIAECRAUTHLABTEST00".to_string()
+        ]
+    );
+    assert_eq!(tokens.session_policies().len(), 1);
+    // A's token ends with its session (an hour in the lab), B's after ECR's 12 h.
+    let expires = |r: &HttpResponse| r.json()["expires_at"].as_i64().unwrap() - now_unix();
+    assert!((expires(&a) - 3600).abs() < 120, "{}", expires(&a));
+    assert!(
+        (expires(&pushing) - 43200).abs() < 120,
+        "{}",
+        expires(&pushing)
+    );
+
+    // Asked again: the tokens in hand, no further AWS call.
+    assert_eq!(b.get(HOST_A).status, 200);
+    assert_eq!(b.get(HOST_B).status, 200);
+    assert_eq!(tokens.calls(), 2);
+
+    // An entry that would silently hand out wider tokens than it reads is refused.
+    std::fs::write(
+        &config,
+        format!("[broker]\nallow = [{{ host = \"{HOST_B}\", role_arn = \"{role}\" }}]\n"),
+    )
+    .unwrap();
+    let out = run_fails(&mut serve_cmd(
+        tmp.path(),
+        &tokens.endpoint,
+        &tmp.join("b.sock"),
+        &["--config".into(), config.to_str().unwrap().into()],
+    ));
+    assert!(
+        out.contains(&format!("allow entry \"{HOST_B}\": `role_arn` and `repositories` only apply with `pull_only = true`")),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_docker_cli() {
     let static_bin = common::static_bin();
     let tokens = TokenServer::start();
@@ -688,6 +780,312 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
     assert_eq!(tokens.calls(), 1);
     let out = helper_get(&b.url(), tmp.path(), NOT_ALLOWED);
     assert_eq!(text(&out.stdout), format!("{NOT_FOUND}\n"));
+}
+
+/// A buildah job image, FROM scratch: Debian's buildah (dynamically linked:
+/// the binary and the shared libraries `ldd` names, each at its own path), the
+/// lab's static busybox for a shell, a signature policy, registries.conf and
+/// storage.conf (vfs), /etc/passwd. Nothing of ours and nothing of AWS: the job mounts the rest.
+fn buildah_job_image(dockerd: &Dockerd, tmp: &Path) -> String {
+    let buildah = tool("buildah");
+    let ldd = run_ok(Command::new("ldd").arg(&buildah));
+    let mut files: Vec<(String, PathBuf)> = vec![("usr/bin/buildah".into(), buildah.clone())];
+    for line in ldd.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)", "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = line
+            .rsplit("=>")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if let Some(rel) = path.strip_prefix('/') {
+            files.push((rel.to_string(), PathBuf::from(path)));
+        }
+    }
+    assert!(
+        files.iter().any(|(f, _)| f.contains("libc.so")),
+        "ldd named no libc: {ldd}"
+    );
+    let etc = tmp.join("buildah-etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    for (name, text) in [
+        ("passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        (
+            "policy.json",
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        ),
+        ("registries.conf", "unqualified-search-registries = []\n"),
+        // As buildah's own images set it: no overlay mounts inside a container.
+        (
+            "storage.conf",
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"/var/lib/containers/storage\"\nrunroot = \"/run/containers/storage\"\n",
+        ),
+    ] {
+        std::fs::write(etc.join(name), text).unwrap();
+    }
+    files.push(("etc/passwd".into(), etc.join("passwd")));
+    files.push(("etc/containers/policy.json".into(), etc.join("policy.json")));
+    for name in ["registries.conf", "storage.conf"] {
+        files.push((format!("etc/containers/{name}"), etc.join(name)));
+    }
+    let mut dirs: Vec<String> = files
+        .iter()
+        .map(|(f, _)| f.split('/').next().unwrap().to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let copies: String = dirs.iter().map(|d| format!("COPY {d} /{d}\n")).collect();
+    let base = dockerd.busybox_image();
+    let refs: Vec<(&str, &Path)> = files
+        .iter()
+        .map(|(f, p)| (f.as_str(), p.as_path()))
+        .collect();
+    dockerd.build_image(
+        "lab/buildah-job:latest",
+        &refs,
+        &format!(
+            "FROM {base}\n{copies}RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/root\", \"/tmp\", \"/var/tmp\"]\n\
+             ENV PATH=/usr/local/bin:/usr/bin:/bin\n"
+        ),
+    );
+    "lab/buildah-job:latest".into()
+}
+
+#[test]
+fn a_scratch_job_with_only_the_socket_helper_and_config_json_builds_with_buildah() {
+    let static_bin = common::static_bin();
+    let tokens = TokenServer::start();
+    let registry = Registry::start(&tokens.htpasswd);
+    let digest = registry.push_test_image("team/base", "1.0", "AWS", &tokens.password());
+    let dockerd = Dockerd::start();
+    let tmp = TempDir::new("broker-buildah");
+    let config = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    // What `configure gitlab-runner --broker` mounts: the job's config.json
+    // (buildah reads it through REGISTRY_AUTH_FILE, as in
+    // examples/gitlab/gitlab-ci/buildah.gitlab-ci.yml).
+    let job_config = tmp.join("config.json");
+    std::fs::write(
+        &job_config,
+        format!(r#"{{"credHelpers":{{"{}":"ecr-login"}}}}"#, registry.addr),
+    )
+    .unwrap();
+    let image = buildah_job_image(&dockerd, tmp.path());
+
+    let base = registry.image("team/base", "1.0");
+    let built = registry.image("team/app", "from-buildah");
+    // The job: pull the private base, build on it, push the result. vfs storage
+    // and chroot isolation, as buildah runs in a job.
+    let script = format!(
+        "set -e\n\
+         mkdir -p /work && cd /work\n\
+         printf 'built in a job\\n' > hello\n\
+         printf 'FROM {base}\\nCOPY hello /hello\\n' > Containerfile\n\
+         buildah pull -q --tls-verify=false {base} >/dev/null\n\
+         echo \"base $(buildah inspect --type image --format '{{{{.FromImageDigest}}}}' {base})\"\n\
+         buildah build -q --tls-verify=false -t {built} . >/dev/null\n\
+         buildah push -q --tls-verify=false {built}\n\
+         echo pushed\n"
+    );
+    let name = format!("broker-buildah-{}", std::process::id());
+    let mut cmd = dockerd.docker();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    // `--privileged` (what the examples' runner gives buildah jobs) cannot start
+    // here: this lab itself runs without CAP_SYS_RESOURCE, which runc would have
+    // to grant. buildah needs CAP_SYS_ADMIN of it (as root without it, it tries
+    // a user namespace), so it gets that one.
+    cmd.args([
+        "run",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--cap-add",
+        "SYS_ADMIN",
+    ])
+    .arg("-v")
+    .arg(format!("{}:/run/ecr-auth/broker.sock", b.socket.display()))
+    .arg("-v")
+    .arg(format!(
+        "{}:/usr/local/bin/docker-credential-ecr-login:ro",
+        static_bin.display()
+    ))
+    .arg("-v")
+    .arg(format!(
+        "{}:/root/.docker/config.json:ro",
+        job_config.display()
+    ))
+    .args([
+        "-e",
+        "ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock",
+        "-e",
+        "HOME=/root",
+        "-e",
+        "REGISTRY_AUTH_FILE=/root/.docker/config.json",
+        "-e",
+        "STORAGE_DRIVER=vfs",
+        "-e",
+        "BUILDAH_ISOLATION=chroot",
+        &image,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let out = common::run_ok(&mut cmd);
+    assert!(
+        out.lines().any(|l| l == format!("base {digest}")),
+        "pulled the private base {digest}: {out}"
+    );
+    assert!(out.lines().any(|l| l == "pushed"), "{out}");
+    // The pushed image is in the registry, on top of the base.
+    let tags = common::run_ok(
+        skopeo(tmp.path())
+            .args(["list-tags", "--tls-verify=false", "--creds"])
+            .arg(format!("AWS:{}", tokens.password()))
+            .arg(format!("docker://{}/team/app", registry.addr)),
+    );
+    assert!(tags.contains("from-buildah"), "{tags}");
+
+    // No AWS variable in the job's environment, no AWS file or secret in its file system.
+    let env = common::run_ok(dockerd.docker().args([
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &name,
+    ]));
+    assert!(!env.contains("AWS_"), "{env}");
+    let tar = tmp.join("job.tar");
+    common::run_ok(dockerd.docker().args(["export", "-o"]).arg(&tar).arg(&name));
+    let files = common::run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(files.lines().any(|f| f == "usr/bin/buildah"), "{files}");
+    assert!(!files.to_ascii_lowercase().contains("aws"), "{files}");
+    assert!(!files.contains("credentials"), "{files}");
+    let bytes = std::fs::read(&tar).unwrap();
+    for secret in ["AKIAECRAUTHLABTEST00", "ecr-auth-lab-secret"] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the job's file system"
+        );
+    }
+    common::run_ok(dockerd.docker().args(["rm", &name]));
+
+    // The broker served it: one AWS call, audited; nothing of the token in its log.
+    let log = b.log();
+    assert!(
+        log.contains(&format!("registry=\"{}\" result=token", registry.addr)),
+        "{log}"
+    );
+    assert_eq!(tokens.calls(), 1);
+    assert!(!log.contains(&tokens.password()[..40]), "{log}");
+}
+
+#[test]
+fn the_runner_hosts_docker_pulls_a_job_image_through_the_helper_and_the_broker() {
+    let tokens = TokenServer::start();
+    let registry = Registry::start(&tokens.htpasswd);
+    let digest = registry.push_test_image("team/job", "3", "AWS", &tokens.password());
+    let dockerd = Dockerd::start();
+    let tmp = TempDir::new("broker-s1");
+    let config = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+
+    // The runner's config.toml, wired for the broker: the DOCKER_AUTH_CONFIG the
+    // executor hands Docker for the job image. (On the runner host the broker's
+    // config file maps the registry for `configure` too.)
+    let runner_config = tmp.join("config.toml");
+    std::fs::copy(
+        common::repo_root().join("tests/data/gitlab/runner-config/01-register-default/config.toml"),
+        &runner_config,
+    )
+    .unwrap();
+    common::run_ok(
+        Command::new(common::bin())
+            .env_remove("ECR_AUTH_CONFIG")
+            .env("HOME", tmp.join("home"))
+            .arg("--config")
+            .arg(&config)
+            .args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(&runner_config)
+            .args(["--registry", &registry.addr, "--broker"])
+            .arg(&b.socket)
+            .arg("--job-docker-config")
+            .arg(tmp.join("job-config.json")),
+    );
+    let doc: toml::Value =
+        toml::from_str(&std::fs::read_to_string(&runner_config).unwrap()).unwrap();
+    let auth_config = doc["runners"][0]["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str()?.strip_prefix("DOCKER_AUTH_CONFIG="))
+        .next_back()
+        .expect("DOCKER_AUTH_CONFIG")
+        .to_string();
+    let client = tmp.join("runner-docker-config");
+    std::fs::create_dir_all(&client).unwrap();
+    std::fs::write(client.join("config.json"), &auth_config).unwrap();
+
+    // The runner process: the helper on PATH, ECR_AUTH_BROKER (as the Compose and
+    // Swarm examples give gitlab-runner), and nothing of AWS.
+    let bin_dir = tmp.join("bin");
+    common::run_ok(
+        Command::new(common::bin())
+            .args(["install", "--dir"])
+            .arg(&bin_dir),
+    );
+    let mut pull = dockerd.docker();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_")
+            || key.to_string_lossy().starts_with("ECR_AUTH")
+        {
+            pull.env_remove(key);
+        }
+    }
+    let image = registry.image("team/job", "3");
+    common::run_ok(
+        pull.env("PATH", path_with(&bin_dir))
+            .env("HOME", tmp.join("runner-home"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ECR_AUTH_BROKER", b.url())
+            .arg("--config")
+            .arg(&client)
+            .args(["pull", "-q", &image]),
+    );
+    let digests = common::run_ok(dockerd.docker().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &image,
+    ]));
+    assert!(digests.contains(&digest), "{digests}");
+    assert_eq!(tokens.calls(), 1);
+    assert!(b
+        .log()
+        .contains(&format!("registry=\"{}\" result=token", registry.addr)));
+    // No cache file on the runner: the broker holds the tokens.
+    assert!(!tmp.join("runner-home/.cache").exists());
 }
 
 #[test]

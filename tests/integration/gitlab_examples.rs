@@ -1,7 +1,9 @@
 //! examples/gitlab: every file parses (YAML, TOML, JSON), and the values in
 //! them are the ones the commands generate: the runner config.toml is what the
-//! register scripts' `ecr-auth configure` line writes, the S2 jobs point at the
-//! config.json the runner mounts, and the S3 pipelines' `ecr-auth gitlab login`
+//! register scripts' `ecr-auth configure --broker` line writes, the Compose files
+//! give the runner the broker's socket and no AWS key, every `ecr-auth` command in
+//! the examples (examples/broker and examples/swarm too) is one the CLI accepts,
+//! the S2 jobs point at the config.json the runner mounts, and the S3 pipelines' `ecr-auth gitlab login`
 //! lines, run against the lab (moto's STS and ECR), produce the dotenv file and
 //! the DOCKER_AUTH_CONFIG line the pipelines use.
 //!
@@ -187,11 +189,6 @@ fn runner_example_is_what_the_register_scripts_write() {
             tmp.join("config/config.toml"),
         )
         .unwrap();
-        std::fs::write(
-            tmp.join("aws-credentials"),
-            "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = example\n",
-        )
-        .unwrap();
         let mut vars = env.clone();
         vars.insert("PWD".into(), tmp.path().display().to_string());
         let argv: Vec<String> = words(line_starting(&text, "ecr-auth configure gitlab-runner"))
@@ -220,13 +217,22 @@ fn runner_example_is_what_the_register_scripts_write() {
     // The compose file mounts what config.toml and the runner need, from the same places.
     let config: toml::Value = toml::from_str(&read("runner/config.toml")).unwrap();
     let runner = &config["runners"][0];
-    let auth = runner["environment"][0].as_str().unwrap();
+    let environment: Vec<&str> = runner["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(
-        auth,
-        format!(
-            r#"DOCKER_AUTH_CONFIG={{"credHelpers":{{"{}":"ecr-login"}}}}"#,
-            env["ECR_REGISTRY"]
-        )
+        environment,
+        vec![
+            format!(
+                r#"DOCKER_AUTH_CONFIG={{"credHelpers":{{"{}":"ecr-login"}}}}"#,
+                env["ECR_REGISTRY"]
+            )
+            .as_str(),
+            "ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock",
+        ]
     );
     let job_volumes: Vec<&str> = runner["docker"]["volumes"]
         .as_array()
@@ -234,48 +240,166 @@ fn runner_example_is_what_the_register_scripts_write() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
+    // S2 through the broker: the socket (read-write), the helper, config.json; no AWS file.
     assert_eq!(
         job_volumes,
         vec![
             "/cache",
             "/srv/gitlab-runner/bin/docker-credential-ecr-login:/usr/local/bin/docker-credential-ecr-login:ro",
             "/srv/gitlab-runner/config/job-docker-config.json:/root/.docker/config.json:ro",
-            "/srv/gitlab-runner/aws-credentials:/root/.aws/credentials:ro",
+            "/run/ecr-auth/broker.sock:/run/ecr-auth/broker.sock",
         ]
     );
+    let strs = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let broker_dir = "/run/ecr-auth";
     for compose in [
         "runner/docker-compose.yaml",
         "runner/docker-compose-complete.yaml",
     ] {
         let c = yaml(compose);
-        let vols: Vec<&str> = c["services"]["runner"]["volumes"]
-            .as_sequence()
+        let runner = &c["services"]["runner"];
+        let vols = strs(&runner["volumes"]);
+        for want in [
+            "./config:/etc/gitlab-runner",
+            "${DOCKER_SOCKET:-/var/run/docker.sock}:/var/run/docker.sock",
+            "./bin/docker-credential-ecr-login:/usr/local/bin/docker-credential-ecr-login:ro",
+            "ecr-auth-run:/run/ecr-auth",
+        ] {
+            assert!(
+                vols.iter().any(|v| v == want),
+                "{compose}: {want} in {vols:?}"
+            );
+        }
+        // No AWS key in the runner (nor so in any job): the broker alone has one.
+        assert!(
+            !vols.iter().any(|v| v.contains(".aws")),
+            "{compose}: {vols:?}"
+        );
+        assert!(runner["environment"]
+            .as_mapping()
             .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        assert!(vols.contains(&"./config:/etc/gitlab-runner"), "{compose}");
-        assert!(
-            vols.contains(&"/var/run/docker.sock:/var/run/docker.sock"),
+            .keys()
+            .all(|k| !k.as_str().unwrap().starts_with("AWS_")));
+        assert_eq!(
+            runner["environment"]["ECR_AUTH_BROKER"].as_str(),
+            Some("unix:///run/ecr-auth/broker.sock"),
             "{compose}"
         );
+        let broker = &c["services"]["ecr-auth-broker"];
+        let bvols = strs(&broker["volumes"]);
         assert!(
-            vols.contains(
-                &"./bin/docker-credential-ecr-login:/usr/local/bin/docker-credential-ecr-login:ro"
+            bvols.contains(
+                &"${BROKER_CREDENTIALS_FILE}:/etc/ecr-auth/aws-credentials:ro".to_string()
             ),
+            "{compose}: {bvols:?}"
+        );
+        assert!(bvols.contains(&"ecr-auth-run:/run/ecr-auth".to_string()));
+        assert_eq!(
+            broker["environment"]["AWS_SHARED_CREDENTIALS_FILE"].as_str(),
+            Some("/etc/ecr-auth/aws-credentials"),
             "{compose}"
         );
-        assert!(
-            vols.contains(&"${RUNNER_CREDENTIALS_FILE}:/root/.aws/credentials:ro"),
+        assert!(bvols.contains(&"./ecr-auth.toml:/etc/ecr-auth/config.toml:ro".to_string()));
+        // The shared volume is the host's directory of the socket config.toml mounts into jobs.
+        assert_eq!(
+            c["volumes"]["ecr-auth-run"]["driver_opts"]["device"].as_str(),
+            Some(format!("${{ECR_AUTH_RUN_DIR:-{broker_dir}}}").as_str()),
             "{compose}"
+        );
+        assert_eq!(
+            broker["command"],
+            yaml("runner/docker-compose.yaml")["services"]["ecr-auth-broker"]["command"],
+            "{compose}: the same broker"
         );
     }
+    assert!(job_volumes
+        .iter()
+        .any(|v| v.starts_with(&format!("{broker_dir}/broker.sock:"))));
+    // The broker's allow-list holds the registry the runner is wired for.
+    ecr_auth::config::Config::parse(&read("runner/ecr-auth.toml"), Path::new("ecr-auth.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let broker_config: toml::Value = toml::from_str(&read("runner/ecr-auth.toml")).unwrap();
+    assert_eq!(
+        broker_config["broker"]["allow"],
+        toml::Value::Array(vec![toml::Value::String(env["ECR_REGISTRY"].clone())])
+    );
     let complete = yaml("runner/docker-compose-complete.yaml");
     assert_eq!(
         complete["networks"]["ecr-lab"]["name"].as_str(),
         Some("ecr-lab")
     );
     assert!(read("runner/register-complete").contains("--docker-network-mode ecr-lab"));
+}
+
+/// Every `ecr-auth` command the examples show (scripts, pipelines, comments, the
+/// broker's Compose `command:` and systemd `ExecStart`) is one our CLI accepts:
+/// clap rejects an unknown subcommand or flag before it gets to `--help`.
+#[test]
+fn every_ecr_auth_command_in_the_examples_is_valid() {
+    let mut files = Vec::new();
+    all_files(&examples(), &mut files);
+    all_files(&common::repo_root().join("examples/broker"), &mut files);
+    all_files(&common::repo_root().join("examples/swarm"), &mut files);
+    let mut commands: Vec<(String, Vec<String>)> = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let name = f.display().to_string();
+        for line in text.lines() {
+            // Comments show commands indented (`#   ecr-auth ...`); prose isn't.
+            let l = match line.trim().strip_prefix('#') {
+                Some(c) if c.starts_with("  ") => c.trim(),
+                Some(_) => continue,
+                None => line.trim(),
+            };
+            let l = l.strip_prefix("- ").unwrap_or(l);
+            let l = l.strip_prefix("ExecStart=/usr/local/bin/").unwrap_or(l);
+            // (`ecr-auth   text` with aligned columns is a listing, not a command.)
+            if let Some(rest) = l.strip_prefix("ecr-auth ").filter(|r| !r.starts_with(' ')) {
+                // A trailing comment is no argument.
+                let rest = rest.split("  #").next().unwrap();
+                commands.push((name.clone(), words(rest)));
+            }
+        }
+        if name.ends_with(".yaml") || name.ends_with(".yml") {
+            let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+            for (svc, def) in doc["services"].as_mapping().into_iter().flatten() {
+                let image = def["image"].as_str().unwrap_or_default();
+                if !image.contains("ecr-auth") {
+                    continue;
+                }
+                if let Some(cmd) = def["command"].as_sequence() {
+                    let argv = cmd
+                        .iter()
+                        .map(|a| a.as_str().unwrap().to_string())
+                        .collect();
+                    commands.push((format!("{name} service {}", svc.as_str().unwrap()), argv));
+                }
+            }
+        }
+    }
+    for sub in ["configure", "install", "serve", "swarm", "gitlab"] {
+        assert!(
+            commands
+                .iter()
+                .any(|(_, a)| a.first().map(String::as_str) == Some(sub)),
+            "no `ecr-auth {sub}` in the examples: {commands:?}"
+        );
+    }
+    for (whence, argv) in &commands {
+        let out = common::run(Command::new(common::bin()).args(argv).arg("--help"));
+        assert!(
+            out.status.success(),
+            "{whence}: ecr-auth {}\n{}",
+            argv.join(" "),
+            common::output_text(&out)
+        );
+    }
 }
 
 #[test]

@@ -225,3 +225,50 @@ fn s3_is_the_tested_example_and_its_trust_policy_fits() {
         .unwrap()
         .contains(account));
 }
+
+/// S2 leads with the broker: its first `configure gitlab-runner` line is the
+/// `--broker` one and `ecr-auth serve` comes before `--jobs` (the AWS key way);
+/// its `[broker]` examples are valid config files, and the per-registry one is
+/// examples/broker/config.toml (which tests/integration/broker_deploy.rs runs).
+#[test]
+fn s2_leads_with_the_broker_and_its_broker_configs_are_the_tested_ones() {
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let start = readme.find("### S2").expect("the S2 heading");
+    let end = start + readme[start..].find("### S3").expect("the S3 heading");
+    let s2 = &readme[start..end];
+    let first_configure = s2
+        .lines()
+        .find(|l| l.starts_with("ecr-auth configure gitlab-runner"))
+        .expect("a configure line in S2");
+    assert!(first_configure.contains("--broker"), "{first_configure}");
+    let serve = s2.find("ecr-auth serve").expect("ecr-auth serve in S2");
+    let jobs = s2.find("--jobs").expect("--jobs in S2");
+    assert!(serve < jobs, "S2 shows the AWS key way before the broker");
+    assert!(
+        s2[..jobs].contains("First choice: the token broker"),
+        "S2 does not say the broker comes first"
+    );
+
+    let all = section();
+    let blocks: Vec<&Block> = all
+        .iter()
+        .filter(|b| b.lang == "toml" && b.text.contains("[broker]"))
+        .collect();
+    assert!(blocks.len() >= 2, "the [broker] examples");
+    for b in &blocks {
+        ecr_auth::config::Config::parse(&b.text, std::path::Path::new("README.md"))
+            .unwrap_or_else(|e| panic!("{e}\n{}", b.text));
+    }
+    let example =
+        std::fs::read_to_string(common::repo_root().join("examples/broker/config.toml")).unwrap();
+    // The file's own header (where it goes) aside, the README shows the file.
+    let body: String = example
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        blocks.iter().any(|b| b.text == body),
+        "the per-registry [broker] example must be examples/broker/config.toml"
+    );
+}

@@ -6,6 +6,7 @@ mod swarm_support;
 
 mod arm64;
 mod broker;
+mod broker_deploy;
 mod configure_docker;
 mod configure_gitlab_runner;
 mod crash;
@@ -21,6 +22,7 @@ mod lab_smoke;
 mod release;
 mod security;
 mod sick_aws;
+mod startup;
 mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;

@@ -4,13 +4,13 @@
 //! It refreshes a service whose auth went stale, serves `/metrics`, logs JSON, and exits 0
 //! on SIGTERM when the stack is removed.
 //!
-//! Lab-only differences come from a second compose file: host networking (the token
-//! endpoint is on 127.0.0.1), the lab socket, a config file mapping the lab registry to
-//! ECR, and metrics on 127.0.0.1. The static binary comes from `scripts/build-static`
-//! (run by `scripts/test` before the tests); `ECR_AUTH_STATIC_BIN` overrides its path.
+//! The deployment and its lab-only differences (a second compose file) are in
+//! [`Lab::deploy_example_stack`], which doctor's Swarm test shares. The static binary comes
+//! from `scripts/build-static` (run by `scripts/test` before the tests);
+//! `ECR_AUTH_STATIC_BIN` overrides its path.
 
 use crate::common;
-use crate::swarm_support::{get, metric, wait_until, Lab, ACCOUNT, CONVERGE, REGION};
+use crate::swarm_support::{get, metric, wait_until, Lab, CONVERGE};
 
 #[test]
 fn the_example_stack_refreshes_services() {
@@ -22,84 +22,7 @@ fn the_example_stack_refreshes_services() {
     let version = lab.version("app");
     lab.tokens.rotate(); // the stored auth is now stale
 
-    let examples = common::repo_root().join("examples/swarm");
-    let out = common::run(
-        std::process::Command::new(examples.join("build-image"))
-            .arg("lab/ecr-auth:example")
-            .env("ECR_AUTH_STATIC_BIN", common::static_bin())
-            .env("DOCKER_HOST", &lab.docker.host)
-            .env("DOCKER_CONFIG", lab.docker.config_dir())
-            .env_remove("DOCKER_CONTEXT"),
-    );
-    assert!(
-        out.status.success(),
-        "build-image failed: {}",
-        common::output_text(&out)
-    );
-
-    // The credentials secret, as ecr-authenticator users write it.
-    let creds = lab.tmp.join("ecr_auth_creds");
-    let mut text = format!(
-        "export AWS_ECR_REPO={}\nexport AWS_DEFAULT_REGION={REGION}\n",
-        lab.registry.addr
-    );
-    for (k, v) in common::aws_env(&lab.tokens.endpoint) {
-        if matches!(
-            k.as_str(),
-            "AWS_ACCESS_KEY_ID"
-                | "AWS_SECRET_ACCESS_KEY"
-                | "AWS_ENDPOINT_URL"
-                | "AWS_EC2_METADATA_DISABLED"
-        ) {
-            text.push_str(&format!("export {k}={v}\n"));
-        }
-    }
-    std::fs::write(&creds, text).unwrap();
-    lab.docker(&[
-        "secret",
-        "create",
-        "ecr_auth_creds",
-        creds.to_str().unwrap(),
-    ]);
-    let config = lab.tmp.join("ecr-auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
-            lab.registry.addr
-        ),
-    )
-    .unwrap();
-    let lab_override = lab.tmp.join("lab.yml");
-    std::fs::write(
-        &lab_override,
-        format!(
-            "version: \"3.8\"\nservices:\n  ecr-auth:\n    networks: [hostnet]\n    configs:\n      - source: ecr_auth_config\n        target: /etc/ecr-auth/config.toml\n\
-             networks:\n  hostnet:\n    external: true\n    name: host\n\
-             configs:\n  ecr_auth_config:\n    file: {}\n",
-            config.display()
-        ),
-    )
-    .unwrap();
-
-    let port = common::free_port();
-    let out = common::run(
-        lab.docker
-            .docker()
-            .args(["stack", "deploy", "--resolve-image", "never", "-c"])
-            .arg(examples.join("stack.yml"))
-            .arg("-c")
-            .arg(&lab_override)
-            .arg("ecr")
-            .env("ECR_AUTH_IMAGE", "lab/ecr-auth:example")
-            .env("DOCKER_SOCKET", &lab.docker.socket)
-            .env("ECR_AUTH_METRICS_ADDR", format!("127.0.0.1:{port}")),
-    );
-    assert!(
-        out.status.success(),
-        "stack deploy failed: {}",
-        common::output_text(&out)
-    );
+    let port = lab.deploy_example_stack("ecr");
     // The refresher logs on stderr; `docker service logs` passes it on as its own stderr.
     let logs = || {
         let out =

@@ -1,7 +1,9 @@
 //! A private Docker daemon (Debian docker.io 20.10) beside any other: its own `--data-root`,
 //! `--exec-root`, `--pidfile`, `--config-file` and `-H unix://<tmp>/docker.sock`, with
 //! `--bridge=none --iptables=false --ip-masq=false` (containers that must reach lab servers
-//! run with `--network host`). Optionally a one-node Swarm on 127.0.0.1.
+//! run with `--network host`). Optionally a one-node Swarm on 127.0.0.1, and optionally the
+//! API on `tcp://127.0.0.1:<free port>` too ([`Tcp`]): plain, or `--tlsverify` with the
+//! given CA and daemon certificate (make them with [`super::tls::Ca`]).
 //!
 //! Drop: leave the swarm, SIGTERM the daemon (it stops its containers and containerd), then
 //! SIGKILL anything still running from this daemon's dirs, detach leftover mounts under the
@@ -23,11 +25,30 @@ use std::time::Duration;
 /// The tag of the image built by [`Dockerd::busybox_image`].
 pub const BUSYBOX_IMAGE: &str = "lab/busybox:latest";
 
+/// What the daemon serves on TCP besides its unix socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tcp {
+    #[default]
+    None,
+    /// Plain HTTP on 127.0.0.1.
+    Plain,
+    /// `--tlsverify` on 127.0.0.1: the daemon shows `cert` (with `key`) and accepts
+    /// only clients whose certificate `ca` signed.
+    Verify {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
 #[derive(Debug)]
 pub struct Dockerd {
     /// `unix:///tmp/.../docker.sock`, for DOCKER_HOST.
     pub host: String,
     pub socket: PathBuf,
+    /// `tcp://127.0.0.1:PORT` when started with a [`Tcp`] listener.
+    pub tcp_host: Option<String>,
+    tcp: (Tcp, u16),
     config_dir: PathBuf,
     swarm_port: AtomicU16,
     busybox_built: Mutex<bool>,
@@ -39,24 +60,38 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Dockerd {
+        Dockerd::start_with(Tcp::None)
+    }
+
+    /// A daemon that also serves the API on TCP (see [`Tcp`]); waits until both answer.
+    pub fn start_with(tcp: Tcp) -> Dockerd {
+        let port = if tcp == Tcp::None {
+            0
+        } else {
+            super::free_port()
+        };
+        let tcp = (tcp, port);
         let dir = TempDir::new("dockerd");
         let socket = dir.join("docker.sock");
         let config_dir = dir.join("docker-config");
         std::fs::create_dir_all(&config_dir).expect("docker config dir");
         std::fs::write(dir.join("daemon.json"), "{}\n").expect("daemon.json");
-        let cmd = dockerd_command(dir.path(), &socket);
+        let cmd = dockerd_command(dir.path(), &socket, &tcp);
         let mut proc = Proc::spawn("dockerd", cmd, &dir.join("dockerd.log"));
         let ping = |s: &Path| {
             super::http_unix(s, "GET", "/_ping", &[], b"")
                 .map(|r| r.status == 200)
                 .unwrap_or(false)
         };
-        if let Err(e) = proc.wait_until("dockerd", super::STARTUP_TIMEOUT, || ping(&socket)) {
-            let mut d = Dockerd::from_parts(socket, config_dir, None, dir);
+        let listening = || tcp.1 == 0 || std::net::TcpStream::connect(("127.0.0.1", tcp.1)).is_ok();
+        if let Err(e) = proc.wait_until("dockerd", super::STARTUP_TIMEOUT, || {
+            ping(&socket) && listening()
+        }) {
+            let mut d = Dockerd::from_parts(socket, config_dir, tcp, None, dir);
             d.teardown();
             panic!("{e}");
         }
-        Dockerd::from_parts(socket, config_dir, Some(proc), dir)
+        Dockerd::from_parts(socket, config_dir, tcp, Some(proc), dir)
     }
 
     /// Stops the daemon (SIGTERM, as `systemctl stop docker` does) and waits until
@@ -83,7 +118,7 @@ impl Dockerd {
         let log = self.dir.join(format!("dockerd-again-{n}.log"));
         let mut proc = Proc::spawn(
             "dockerd",
-            dockerd_command(self.dir.path(), &self.socket),
+            dockerd_command(self.dir.path(), &self.socket, &self.tcp),
             &log,
         );
         let in_swarm = self.swarm_port.load(Ordering::SeqCst) != 0;
@@ -107,11 +142,14 @@ impl Dockerd {
     fn from_parts(
         socket: PathBuf,
         config_dir: PathBuf,
+        tcp: (Tcp, u16),
         proc: Option<Proc>,
         dir: TempDir,
     ) -> Dockerd {
         Dockerd {
             host: format!("unix://{}", socket.display()),
+            tcp_host: (tcp.0 != Tcp::None).then(|| format!("tcp://127.0.0.1:{}", tcp.1)),
+            tcp,
             socket,
             config_dir,
             swarm_port: AtomicU16::new(0),
@@ -396,8 +434,9 @@ fn port_of(addr: &str) -> u16 {
 }
 
 /// How the lab starts dockerd: its own data and exec roots, pid file, config
-/// and unix socket in `dir`; no bridge, no iptables (loopback only).
-fn dockerd_command(dir: &Path, socket: &Path) -> Command {
+/// and unix socket in `dir`; no bridge, no iptables (loopback only); the API on
+/// 127.0.0.1:PORT too when `tcp` asks for it.
+fn dockerd_command(dir: &Path, socket: &Path, tcp: &(Tcp, u16)) -> Command {
     let mut cmd = Command::new(tool("dockerd"));
     cmd.arg("--data-root")
         .arg(dir.join("data"))
@@ -412,5 +451,18 @@ fn dockerd_command(dir: &Path, socket: &Path) -> Command {
         .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
         .env_remove("DOCKER_HOST")
         .env_remove("NOTIFY_SOCKET");
+    let (how, port) = tcp;
+    if *how != Tcp::None {
+        cmd.arg("-H").arg(format!("tcp://127.0.0.1:{port}"));
+    }
+    if let Tcp::Verify { ca, cert, key } = how {
+        cmd.arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(ca)
+            .arg("--tlscert")
+            .arg(cert)
+            .arg("--tlskey")
+            .arg(key);
+    }
     cmd
 }

@@ -10,8 +10,9 @@
 //! with real expiries and rotation, `lab/token_server.py`, which can also play a sick AWS:
 //! throttling, a black hole, see its docs), [`Registry`] (Debian
 //! `docker-registry` with htpasswd user `AWS`), [`Dockerd`] (a private Docker daemon,
-//! optionally a one-node Swarm), [`Cluster`] (three dockerd as a three-manager Swarm on
-//! 127.0.0.2-4:2377, one at a time), [`podman`] and [`skopeo`] commands with private storage.
+//! optionally a one-node Swarm, optionally also on TCP with TLS: [`tls`] makes the
+//! certificates), [`Cluster`] (three dockerd as a three-manager Swarm on 127.0.0.2-4:2377,
+//! one at a time), [`podman`] and [`skopeo`] commands with private storage.
 //!
 //! A missing program is a failure, never a skip: [`tool`] panics with the program's name and
 //! "run scripts/test (it installs the lab)". `scripts/test` also sets
@@ -35,10 +36,11 @@ mod podman;
 mod process;
 mod registry;
 mod swarm_cluster;
+pub mod tls;
 pub mod token_cache;
 mod token_server;
 
-pub use dockerd::Dockerd;
+pub use dockerd::{Dockerd, Tcp};
 pub use http::{base64, base64_decode, basic_auth, http, http_unix, http_within, HttpResponse};
 pub use moto::{Moto, MOTO_ACCOUNT, MOTO_EXPIRES_AT, MOTO_PASSWORD};
 pub use podman::{podman, skopeo};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::common::{self, Dockerd, Registry, TempDir, TokenServer};
+use crate::common::{self, Dockerd, Registry, Tcp, TempDir, TokenServer};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "eu-west-1";
@@ -33,9 +33,14 @@ pub struct Lab {
 impl Lab {
     /// Token server, registry on its htpasswd, dockerd as a one-node Swarm.
     pub fn start() -> Lab {
+        Lab::start_with(Tcp::None)
+    }
+
+    /// The same, with the daemon's API also on TCP (plain or TLS).
+    pub fn start_with(tcp: Tcp) -> Lab {
         let tokens = TokenServer::start();
         let registry = Registry::start(&tokens.htpasswd);
-        let docker = Dockerd::start();
+        let docker = Dockerd::start_with(tcp);
         docker.swarm_init();
         let tmp = TempDir::new("swarm");
         let config = tmp.join("config.toml");
@@ -247,6 +252,97 @@ impl Lab {
             .args(args)
             .envs(extra_env.iter().copied());
         Daemon::spawn(cmd, self.tmp.join(format!("refresh-{}.log", unique())))
+    }
+}
+
+impl Lab {
+    /// Deploys `examples/swarm` as stack `stack`: the FROM-scratch image of the static
+    /// binary (`build-image`), its AWS credentials in the Swarm secret `ecr_auth_creds`
+    /// in seed 004's `export NAME=value` format, `stack.yml` as is. Lab-only differences
+    /// come from a second compose file: host networking (the token endpoint is on
+    /// 127.0.0.1), the lab socket, a config file mapping the lab registry to ECR, and
+    /// metrics on 127.0.0.1. Returns the metrics port. The static binary comes from
+    /// `scripts/build-static` (`ECR_AUTH_STATIC_BIN` overrides its path).
+    pub fn deploy_example_stack(&self, stack: &str) -> u16 {
+        let examples = common::repo_root().join("examples/swarm");
+        let out = common::run(
+            std::process::Command::new(examples.join("build-image"))
+                .arg("lab/ecr-auth:example")
+                .env("ECR_AUTH_STATIC_BIN", common::static_bin())
+                .env("DOCKER_HOST", &self.docker.host)
+                .env("DOCKER_CONFIG", self.docker.config_dir())
+                .env_remove("DOCKER_CONTEXT"),
+        );
+        assert!(
+            out.status.success(),
+            "build-image failed: {}",
+            common::output_text(&out)
+        );
+
+        // The credentials secret, as ecr-authenticator users write it.
+        let creds = self.tmp.join("ecr_auth_creds");
+        let mut text = format!(
+            "export AWS_ECR_REPO={}\nexport AWS_DEFAULT_REGION={REGION}\n",
+            self.registry.addr
+        );
+        for (k, v) in common::aws_env(&self.tokens.endpoint) {
+            if matches!(
+                k.as_str(),
+                "AWS_ACCESS_KEY_ID"
+                    | "AWS_SECRET_ACCESS_KEY"
+                    | "AWS_ENDPOINT_URL"
+                    | "AWS_EC2_METADATA_DISABLED"
+            ) {
+                text.push_str(&format!("export {k}={v}\n"));
+            }
+        }
+        std::fs::write(&creds, text).unwrap();
+        self.docker(&[
+            "secret",
+            "create",
+            "ecr_auth_creds",
+            creds.to_str().unwrap(),
+        ]);
+        let config = self.tmp.join("ecr-auth.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
+                self.registry.addr
+            ),
+        )
+        .unwrap();
+        let lab_override = self.tmp.join("lab.yml");
+        std::fs::write(
+            &lab_override,
+            format!(
+                "version: \"3.8\"\nservices:\n  ecr-auth:\n    networks: [hostnet]\n    configs:\n      - source: ecr_auth_config\n        target: /etc/ecr-auth/config.toml\n\
+                 networks:\n  hostnet:\n    external: true\n    name: host\n\
+                 configs:\n  ecr_auth_config:\n    file: {}\n",
+                config.display()
+            ),
+        )
+        .unwrap();
+
+        let port = common::free_port();
+        let out = common::run(
+            self.docker
+                .docker()
+                .args(["stack", "deploy", "--resolve-image", "never", "-c"])
+                .arg(examples.join("stack.yml"))
+                .arg("-c")
+                .arg(&lab_override)
+                .arg(stack)
+                .env("ECR_AUTH_IMAGE", "lab/ecr-auth:example")
+                .env("DOCKER_SOCKET", &self.docker.socket)
+                .env("ECR_AUTH_METRICS_ADDR", format!("127.0.0.1:{port}")),
+        );
+        assert!(
+            out.status.success(),
+            "stack deploy failed: {}",
+            common::output_text(&out)
+        );
+        port
     }
 }
 

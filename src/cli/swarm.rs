@@ -83,6 +83,11 @@ pub struct RefreshArgs {
     #[command(flatten)]
     pub docker_tls: DockerTlsArgs,
 
+    /// Give up on a Docker API request after DURATION (the event stream: on its
+    /// opening); the refresher then backs off and asks again.
+    #[arg(long, value_name = "DURATION", env = "ECR_AUTH_DOCKER_TIMEOUT", value_parser = parse_every)]
+    pub docker_timeout: Option<Duration>,
+
     /// Log lines as text or as JSON objects (on stderr).
     #[arg(
         long,
@@ -179,11 +184,12 @@ fn refresh(args: RefreshArgs, ctx: &Context) -> anyhow::Result<i32> {
             tls_key: args.docker_tls.tls_key,
             allow_plain_http: args.docker_tls.allow_plain_http,
         },
+        docker_timeout: args.docker_timeout,
     };
     crate::swarm::refresh_command(request, &ctx.env, ctx.config_path.as_deref())
 }
 
-/// `--every`: the one duration syntax, at least a second.
+/// `--every`, `--docker-timeout`: the one duration syntax, at least a second.
 fn parse_every(s: &str) -> Result<Duration, String> {
     let d = crate::duration::parse_arg(s)?;
     if d < Duration::from_secs(1) {

@@ -39,8 +39,9 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// Below 1.30 the daemon re-resolves image tags to digests on every update.
 const MIN_API_VERSION: (u32, u32) = (1, 30);
 
-/// Every request but the event stream must answer within this.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Every request must answer within this (the event stream: its opening), unless
+/// [`Docker::with_timeout`] says otherwise (`--docker-timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -104,6 +105,7 @@ pub struct Docker {
     target: Target,
     version: std::sync::Mutex<Option<String>>,
     calls: Arc<AtomicU64>,
+    timeout: Duration,
 }
 
 /// What `/info` and `/nodes/{id}` say about this node's part in the Swarm.
@@ -235,7 +237,14 @@ impl Docker {
             target: target.clone(),
             version: std::sync::Mutex::new(None),
             calls,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Every request gives up after `timeout` (the event stream: its opening).
+    pub fn with_timeout(mut self, timeout: Duration) -> Docker {
+        self.timeout = timeout;
+        self
     }
 
     /// Connects to `host` (a DOCKER_HOST value, without TLS) and learns its API version.
@@ -264,9 +273,10 @@ impl Docker {
             return Err(DockerError::TooOld(v.api_version));
         }
         tracing::info!(
-            "connected to Docker at {} (API {})",
+            "connected to Docker at {} (API {}); requests time out after {}",
             self.endpoint(),
-            v.api_version
+            v.api_version,
+            humantime::format_duration(self.timeout)
         );
         *self.version_slot() = Some(v.api_version.clone());
         Ok(v.api_version)
@@ -391,7 +401,8 @@ impl Docker {
         Ok(answer.warnings.unwrap_or_default())
     }
 
-    /// Opens `GET /events` for service create/update events (no timeout: it streams).
+    /// Opens `GET /events` for service create/update events (the timeout covers the
+    /// opening, not the stream).
     pub async fn service_events(&self) -> Result<EventStream, DockerError> {
         let filters = r#"{"type":["service"],"event":["create","update"]}"#;
         let path = self
@@ -399,7 +410,11 @@ impl Docker {
             .await?;
         let what = "GET /events";
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let response = self.note(self.send(Method::GET, &path, None, None).await)?;
+        let opened = tokio::time::timeout(self.timeout, self.send(Method::GET, &path, None, None))
+            .await
+            .map_err(|_| self.timed_out(what))
+            .and_then(|r| r);
+        let response = self.note(opened)?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response
@@ -450,15 +465,19 @@ impl Docker {
                 Err(api_error(what, status, &body))
             }
         };
-        let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let result = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| DockerError::Timeout {
-                endpoint: self.target.describe(),
-                what: what.to_string(),
-                secs: REQUEST_TIMEOUT.as_secs(),
-            })
+            .map_err(|_| self.timed_out(what))
             .and_then(|r| r);
         self.note(result)
+    }
+
+    fn timed_out(&self, what: &str) -> DockerError {
+        DockerError::Timeout {
+            endpoint: self.target.describe(),
+            what: what.to_string(),
+            secs: self.timeout.as_secs(),
+        }
     }
 
     /// A fresh connection per request: the socket is local and cheap, and a daemon

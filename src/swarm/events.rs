@@ -32,11 +32,12 @@ pub(crate) enum Event {
 /// Runs until `stop` turns true. Sends what it sees on `tx`.
 pub(crate) async fn watch_services(
     docker_host: Target,
+    timeout: Duration,
     calls: Arc<AtomicU64>,
     tx: mpsc::UnboundedSender<Event>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let docker = Docker::new(&docker_host, calls);
+    let docker = Docker::new(&docker_host, calls).with_timeout(timeout);
     let mut failures = 0u32;
     let mut broke = false;
     loop {

@@ -134,6 +134,13 @@ impl Metrics {
             .retain(|id, _| ids.contains(&id.as_str()));
     }
 
+    /// The IDs of services with figures (they must follow the Swarm, not grow
+    /// with time).
+    #[cfg(test)]
+    pub(crate) fn tracked_service_ids(&self) -> Vec<String> {
+        self.lock().services.keys().cloned().collect()
+    }
+
     pub fn token_ok(&self, scope: &str, region: &str, expires_at: i64) {
         let mut m = self.lock();
         let t = m.tokens.entry(scope.to_string()).or_default();

@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod refresh;
 pub mod schedule;
 mod setup;
+#[cfg(test)]
+mod simulation;
 mod step;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub use step::{step, Settings, State, Step, Turn};
 pub(crate) struct Options {
     /// The daemon, with its TLS settings.
     pub docker_host: docker::Target,
+    /// How long a Docker API request may take.
+    pub docker_timeout: Duration,
     pub settings: Settings,
     pub watch_events: bool,
     /// `/metrics` and `/healthz` on this address.
@@ -70,7 +74,8 @@ pub(crate) fn run(options: Options, tokens: Tokens) -> anyhow::Result<i32> {
 
 async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     let metrics = Metrics::new();
-    let docker = Docker::new(&o.docker_host, metrics.docker_calls.clone());
+    let docker =
+        Docker::new(&o.docker_host, metrics.docker_calls.clone()).with_timeout(o.docker_timeout);
     if let Some(addr) = &o.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr.as_str())
             .await
@@ -83,11 +88,11 @@ async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
     tokio::spawn(signals(stop_tx));
 
     let once = o.settings.schedule == schedule::Schedule::Once || o.settings.dry_run;
-    let dry_run = o.settings.dry_run;
-    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let (event_tx, events) = mpsc::unbounded_channel();
     if o.watch_events && !once {
         tokio::spawn(events::watch_services(
             o.docker_host.clone(),
+            o.docker_timeout,
             metrics.docker_calls.clone(),
             event_tx,
             stop.clone(),
@@ -96,15 +101,67 @@ async fn refresher(o: Options, tokens: Arc<Tokens>) -> anyhow::Result<i32> {
         drop(event_tx);
     }
     let mut state = State::new(o.settings, metrics.clone(), stop.clone());
+    let mut waiter = Live { events, stop };
+    drive(&mut state, &docker, &tokens, &mut waiter).await
+}
+
+/// What ended a wait between turns.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The next turn is due: its time came, or events may have been missed (the
+    /// event stream came back after a break).
+    Turn,
+    /// These services were created or changed (Docker events, debounced).
+    Changed(Vec<String>),
+    /// SIGTERM/SIGINT.
+    Stop,
+}
+
+/// How the loop waits: [`Live`] sleeps on tokio's clock and listens to Docker's
+/// events and the signals; the simulation in the tests moves a manual clock and
+/// plays a scripted Swarm instead, so the loop itself is what runs there.
+#[allow(async_fn_in_trait)] // used by value (generics) on one thread, never as `dyn`
+pub(crate) trait Waiter {
+    /// A point in the waiter's time.
+    type Deadline: Copy;
+    /// `wait` from now.
+    fn deadline(&self, wait: Duration) -> Self::Deadline;
+    /// Waits until `deadline`, or less if something happens first.
+    async fn until(&mut self, deadline: Self::Deadline) -> Wake;
+}
+
+/// The loop: a turn ([`step`]), then wait for the next one, handling service
+/// events meanwhile. A full turn comes early when this node is no longer the
+/// leader or Docker failed while handling events. `--once` and `--dry-run`
+/// return after the first turn.
+pub(crate) async fn drive(
+    state: &mut State,
+    api: &impl SwarmApi,
+    tokens: &Arc<Tokens>,
+    waiter: &mut impl Waiter,
+) -> anyhow::Result<i32> {
+    let dry_run = state.settings.dry_run;
+    let once = state.settings.schedule == schedule::Schedule::Once || dry_run;
     loop {
-        if *stop.borrow() {
+        if *state.stop.borrow() {
             return Ok(0);
         }
-        let s = step(&mut state, tokens.now(), &docker, &tokens).await;
+        let s = step(state, tokens.now(), api, tokens).await;
         if once {
             return finish_once(s.turn, dry_run);
         }
-        wait_for_next(s.wait, &mut events, &mut state, &docker, &tokens).await;
+        let deadline = waiter.deadline(s.wait);
+        loop {
+            match waiter.until(deadline).await {
+                Wake::Turn => break,
+                Wake::Stop => return Ok(0),
+                Wake::Changed(ids) => {
+                    if !changed(state, api, tokens, &ids).await {
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -132,43 +189,59 @@ fn finish_once(turn: Turn, dry_run: bool) -> anyhow::Result<i32> {
     }
 }
 
-/// Waits `wait`, handling events meanwhile. Returns early (for a full turn now)
-/// on a stop, when the event stream came back after a break, when this node is
-/// no longer the leader, or when Docker failed.
-async fn wait_for_next(
-    wait: Duration,
-    events: &mut mpsc::UnboundedReceiver<events::Event>,
+/// Acts on services that changed. False when a full turn should come now: this
+/// node is no longer the leader, or Docker failed.
+async fn changed(
     state: &mut State,
-    docker: &Docker,
+    api: &impl SwarmApi,
     tokens: &Arc<Tokens>,
-) {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut stop = state.stop.clone();
-    loop {
+    ids: &[String],
+) -> bool {
+    match on_events(state, tokens.now(), api, tokens, ids).await {
+        Ok(Some(report)) => {
+            if report.updated + report.failed + report.token_errors > 0 {
+                tracing::info!(
+                    "after service events: updated {}, failed {}, no token {}",
+                    report.updated,
+                    report.failed,
+                    report.token_errors
+                );
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!("handling service events failed: {e}");
+            state.metrics.docker_error(e.to_string());
+            false
+        }
+    }
+}
+
+/// The real waiter: tokio's clock, the event watcher's channel, the stop signal.
+struct Live {
+    events: mpsc::UnboundedReceiver<events::Event>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Waiter for Live {
+    type Deadline = tokio::time::Instant;
+
+    fn deadline(&self, wait: Duration) -> tokio::time::Instant {
+        tokio::time::Instant::now() + wait
+    }
+
+    async fn until(&mut self, deadline: tokio::time::Instant) -> Wake {
         tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => return,
-            _ = stop.wait_for(|s| *s) => return,
-            Some(first) = events.recv() => {
-                let (ids, full) = events::batch(first, events, tokio::time::sleep(events::DEBOUNCE)).await;
+            _ = tokio::time::sleep_until(deadline) => Wake::Turn,
+            _ = self.stop.wait_for(|s| *s) => Wake::Stop,
+            Some(first) = self.events.recv() => {
+                let (ids, full) =
+                    events::batch(first, &mut self.events, tokio::time::sleep(events::DEBOUNCE)).await;
                 if full {
-                    return;
-                }
-                match on_events(state, tokens.now(), docker, tokens, &ids).await {
-                    Ok(Some(report)) if report.updated + report.failed + report.token_errors > 0 => {
-                        tracing::info!(
-                            "after service events: updated {}, failed {}, no token {}",
-                            report.updated,
-                            report.failed,
-                            report.token_errors
-                        );
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!("handling service events failed: {e}");
-                        state.metrics.docker_error(e.to_string());
-                        return;
-                    }
+                    Wake::Turn
+                } else {
+                    Wake::Changed(ids)
                 }
             }
         }

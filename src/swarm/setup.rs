@@ -32,6 +32,8 @@ pub(crate) struct Request {
     pub metrics_addr: Option<String>,
     /// The daemon as the command line names it (`--docker-host`, `--tls*`).
     pub docker_host: HostArgs,
+    /// Default: [`super::docker::DEFAULT_TIMEOUT`].
+    pub docker_timeout: Option<Duration>,
 }
 
 /// Runs `swarm refresh`; returns the exit code. `env` is the process environment
@@ -103,6 +105,9 @@ fn prepare(
     };
     let options = Options {
         docker_host,
+        docker_timeout: request
+            .docker_timeout
+            .unwrap_or(super::docker::DEFAULT_TIMEOUT),
         settings: Settings {
             schedule,
             selection,

@@ -27,4 +27,6 @@ mod static_e2e;
 mod swarm_bench;
 mod swarm_daemon;
 mod swarm_deploy;
+mod swarm_faults;
+mod swarm_managers;
 mod swarm_refresh;

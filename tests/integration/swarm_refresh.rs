@@ -366,22 +366,7 @@ fn update_out_of_sequence_is_retried() {
     lab.create_service("seq", &["--with-registry-auth", &image, "sleep", "100000"]);
     lab.wait_running("seq", 1);
 
-    // Warm the token cache with the real binary, so the in-process token service below
-    // finds the token there (the SDK reads the process environment, which a test
-    // must not change).
-    let out = common::run(
-        lab.ecr_auth()
-            .args(["get-login-password", &lab.registry.addr]),
-    );
-    assert!(out.status.success(), "{}", common::output_text(&out));
-    let env = ecr_auth::env::Env::from_pairs(
-        lab.ecr_auth()
-            .get_envs()
-            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
-            .collect::<Vec<_>>(),
-    );
-    let config = ecr_auth::config::Config::read(&lab.config).unwrap();
-    let tokens = Arc::new(ecr_auth::tokens::Tokens::new(env, config));
+    let tokens = lab.in_process_tokens();
     let calls_before = lab.tokens.calls();
 
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -102,6 +102,14 @@ impl Dockerd {
         }
     }
 
+    /// Sends the daemon SIGTERM and returns at once (as a host shutting down does);
+    /// [`Self::stop`] then waits until it is gone.
+    pub fn begin_stop(&self) {
+        if let Some(proc) = &self.proc {
+            sys::signal(proc.pid(), sys::SIGTERM);
+        }
+    }
+
     /// Starts the daemon again on the same directories and socket (after
     /// [`Self::stop`]) and waits until it answers, its Swarm too if it had one.
     pub fn start_again(&mut self) {
@@ -218,6 +226,55 @@ impl Dockerd {
             }
         }
         unreachable!()
+    }
+
+    /// Makes this daemon the first manager of a new Swarm that listens and advertises
+    /// on `addr` (`IP:PORT`, loopback), e.g. one of [`super::MANAGER_ADDRS`].
+    pub fn swarm_init_at(&self, addr: &str) {
+        run_ok(self.docker().args([
+            "swarm",
+            "init",
+            "--advertise-addr",
+            addr,
+            "--listen-addr",
+            addr,
+        ]));
+        self.swarm_port.store(port_of(addr), Ordering::SeqCst);
+    }
+
+    /// The token with which another daemon joins this one's Swarm as a manager.
+    pub fn manager_join_token(&self) -> String {
+        run_ok(self.docker().args(["swarm", "join-token", "-q", "manager"]))
+            .trim()
+            .to_string()
+    }
+
+    /// Joins the Swarm of the manager at `remote` with `token`, listening and
+    /// advertising on `addr`.
+    pub fn swarm_join(&self, addr: &str, token: &str, remote: &str) {
+        run_ok(self.docker().args([
+            "swarm",
+            "join",
+            "--token",
+            token,
+            "--advertise-addr",
+            addr,
+            "--listen-addr",
+            addr,
+            remote,
+        ]));
+        self.swarm_port.store(port_of(addr), Ordering::SeqCst);
+    }
+
+    /// This daemon's Swarm node ID (empty outside a Swarm).
+    pub fn node_id(&self) -> String {
+        let info = self.api("GET", "/v1.41/info", None).json();
+        info["Swarm"]["NodeID"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Whether the daemon process is running (not [`Self::stop`]ped).
+    pub fn is_running(&self) -> bool {
+        self.proc.is_some()
     }
 
     /// Builds `tag` from `dockerfile` with a context holding `files` (name in context,
@@ -368,6 +425,12 @@ fn unescape_mount_path(p: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{addr}: not IP:PORT"))
 }
 
 /// How the lab starts dockerd: its own data and exec roots, pid file, config

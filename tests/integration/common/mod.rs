@@ -11,7 +11,8 @@
 //! throttling, a black hole, see its docs), [`Registry`] (Debian
 //! `docker-registry` with htpasswd user `AWS`), [`Dockerd`] (a private Docker daemon,
 //! optionally a one-node Swarm, optionally also on TCP with TLS: [`tls`] makes the
-//! certificates), [`podman`] and [`skopeo`] commands with private storage.
+//! certificates), [`Cluster`] (three dockerd as a three-manager Swarm on 127.0.0.2-4:2377,
+//! one at a time), [`podman`] and [`skopeo`] commands with private storage.
 //!
 //! A missing program is a failure, never a skip: [`tool`] panics with the program's name and
 //! "run scripts/test (it installs the lab)". `scripts/test` also sets
@@ -34,6 +35,7 @@ mod moto;
 mod podman;
 mod process;
 mod registry;
+mod swarm_cluster;
 pub mod tls;
 pub mod token_cache;
 mod token_server;
@@ -44,6 +46,7 @@ pub use moto::{Moto, MOTO_ACCOUNT, MOTO_EXPIRES_AT, MOTO_PASSWORD};
 pub use podman::{podman, skopeo};
 pub use process::Proc;
 pub use registry::{write_authfile, Registry};
+pub use swarm_cluster::{Cluster, MANAGER_ADDRS};
 pub use token_server::{TokenServer, TOKEN_SERVER_ACCOUNT};
 
 use std::collections::HashSet;

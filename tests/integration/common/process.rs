@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) mod sys {
-    //! The two libc calls std does not wrap (std links libc anyway).
+    //! The libc calls std does not wrap (std links libc anyway).
     use std::ffi::CString;
     use std::os::raw::{c_char, c_int};
     use std::os::unix::ffi::OsStrExt;
@@ -16,6 +16,7 @@ pub(crate) mod sys {
     extern "C" {
         fn kill(pid: c_int, sig: c_int) -> c_int;
         fn umount2(target: *const c_char, flags: c_int) -> c_int;
+        fn flock(fd: c_int, operation: c_int) -> c_int;
     }
 
     pub const SIGTERM: i32 = 15;
@@ -24,6 +25,13 @@ pub(crate) mod sys {
     pub fn signal(pid: u32, sig: i32) -> bool {
         // SAFETY: kill(2) has no memory-safety preconditions.
         unsafe { kill(pid as c_int, sig) == 0 }
+    }
+
+    /// flock(fd, LOCK_EX | LOCK_NB): true when this open file now holds the lock.
+    pub fn try_lock(file: &std::fs::File) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid descriptor, owned by `file` for the duration of the call.
+        unsafe { flock(file.as_raw_fd(), 2 | 4) == 0 }
     }
 
     /// umount2(path, MNT_DETACH)

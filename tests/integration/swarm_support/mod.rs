@@ -4,9 +4,11 @@
 //! 123456789012 in eu-west-1.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -92,6 +94,26 @@ impl Lab {
         self.registry
             .push_test_image(repo, tag, "AWS", &self.tokens.password());
         self.registry.image(repo, tag)
+    }
+
+    /// The token service in this process, for tests that run `swarm::step` with their
+    /// own Swarm API. The token cache is warmed with the real binary first, so it finds
+    /// the token there (the SDK reads the process environment, which a test must not
+    /// change).
+    pub fn in_process_tokens(&self) -> std::sync::Arc<ecr_auth::tokens::Tokens> {
+        let out = common::run(
+            self.ecr_auth()
+                .args(["get-login-password", &self.registry.addr]),
+        );
+        assert!(out.status.success(), "{}", common::output_text(&out));
+        let env = ecr_auth::env::Env::from_pairs(
+            self.ecr_auth()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+                .collect::<Vec<_>>(),
+        );
+        let config = ecr_auth::config::Config::read(&self.config).unwrap();
+        std::sync::Arc::new(ecr_auth::tokens::Tokens::new(env, config))
     }
 
     /// `docker login` to the lab registry with the current password (the docker CLI's
@@ -225,20 +247,11 @@ impl Lab {
 
     /// Runs `ecr-auth swarm refresh ARGS` in the background, logs to a file.
     pub fn spawn_refresh(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Daemon {
-        let log = self.tmp.join(format!("refresh-{}.log", unique()));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = self.ecr_auth();
         cmd.args(["swarm", "refresh"])
             .args(args)
-            .envs(extra_env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        let child = cmd.spawn().expect("start ecr-auth swarm refresh");
-        Daemon {
-            child: Some(child),
-            log,
-        }
+            .envs(extra_env.iter().copied());
+        Daemon::spawn(cmd, self.tmp.join(format!("refresh-{}.log", unique())))
     }
 }
 
@@ -353,6 +366,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `cmd` (an `ecr-auth swarm refresh ...`) with stdout and stderr to `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Daemon {
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        let child = cmd.spawn().expect("start ecr-auth swarm refresh");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -450,6 +476,103 @@ pub fn get(url: &str) -> (u16, String) {
     }
 }
 
+/// Service events as one daemon reports them (`docker events`, live: not limited
+/// to the few hundred past events a daemon keeps).
+pub struct Events {
+    child: Child,
+    seen: Arc<Mutex<Vec<(String, String, SystemTime)>>>,
+}
+
+impl Events {
+    /// Every service event from now on: `--since` now, so that events between this
+    /// call and the CLI's subscription are not lost (the daemon replays them).
+    pub fn watch(node: &Dockerd) -> Events {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970");
+        let since = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let mut child = node
+            .docker()
+            .args([
+                "events",
+                "--since",
+                &since,
+                "--filter",
+                "type=service",
+                "--format",
+                "{{json .}}",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker events");
+        let stdout = child.stdout.take().expect("stdout");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let (Some(action), Some(name), Some(nanos)) = (
+                    v["Action"].as_str(),
+                    v["Actor"]["Attributes"]["name"].as_str(),
+                    v["timeNano"].as_u64(),
+                ) else {
+                    continue;
+                };
+                let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
+                sink.lock()
+                    .unwrap()
+                    .push((action.to_string(), name.to_string(), at));
+            }
+        });
+        Events { child, seen }
+    }
+
+    pub fn wait_for(&self, action: &str, name: &str) {
+        let ok = wait_until(CONVERGE, || {
+            self.seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(a, n, _)| a == action && n == name)
+        });
+        assert!(ok, "no {action} event for {name}");
+    }
+
+    /// How many `update` events each service had, by name.
+    pub fn updates_by_service(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for (action, name, _) in self.seen.lock().unwrap().iter() {
+            if action == "update" {
+                *out.entry(name.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Times of the `update` events of `name` after `t`.
+    pub fn of_after(&self, name: &str, t: SystemTime) -> Vec<SystemTime> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, n, at)| a == "update" && n == name && *at > t)
+            .map(|e| e.2)
+            .collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn task_summary(tasks: &[Value]) -> String {
     tasks
         .iter()
@@ -482,4 +605,143 @@ fn unique() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A loopback TCP proxy in front of a dockerd's unix socket, to play a misbehaving
+/// daemon: every request can be held back ([`Self::set_delay`]), the connections open
+/// now cut ([`Self::cut`]), new ones refused ([`Self::set_refusing`]). Clients use
+/// [`Self::host`] as DOCKER_HOST. Listens on 127.0.0.1 only; stops on drop.
+pub struct DockerProxy {
+    /// `tcp://127.0.0.1:PORT`
+    pub host: String,
+    addr: std::net::SocketAddr,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Delay only requests whose first line contains this.
+    delay_only: Mutex<Option<String>>,
+    refusing: std::sync::atomic::AtomicBool,
+    stopped: std::sync::atomic::AtomicBool,
+    /// Both ends of every open connection, to cut them.
+    open: Mutex<
+        std::collections::HashMap<u64, (std::net::TcpStream, std::os::unix::net::UnixStream)>,
+    >,
+}
+
+impl DockerProxy {
+    pub fn start(socket: &std::path::Path) -> DockerProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ProxyState::default());
+        let shared = state.clone();
+        let socket = socket.to_path_buf();
+        std::thread::spawn(move || {
+            for (n, client) in listener.incoming().enumerate() {
+                let n = n as u64;
+                if shared.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                if shared.refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(daemon) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                if let (Ok(c), Ok(d)) = (client.try_clone(), daemon.try_clone()) {
+                    shared.open.lock().unwrap().insert(n, (c, d));
+                }
+                let (mut client_r, mut daemon_w) =
+                    (client.try_clone().unwrap(), daemon.try_clone().unwrap());
+                let delays = shared.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 16384];
+                    let mut delayed = None;
+                    loop {
+                        let n = match client_r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        // Decided on the request line: one request per connection.
+                        let delayed = *delayed.get_or_insert_with(|| {
+                            let head = String::from_utf8_lossy(&buf[..n]);
+                            let line = head.lines().next().unwrap_or("");
+                            match &*delays.delay_only.lock().unwrap() {
+                                Some(part) => line.contains(part.as_str()),
+                                None => true,
+                            }
+                        });
+                        if delayed {
+                            let delay = delays.delay_ms.load(Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(delay));
+                        }
+                        if daemon_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = daemon_w.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut daemon_r, mut client_w) = (daemon, client);
+                let open = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut daemon_r, &mut client_w);
+                    let _ = client_w.shutdown(std::net::Shutdown::Both);
+                    open.open.lock().unwrap().remove(&n);
+                });
+            }
+        });
+        DockerProxy {
+            host: format!("tcp://{addr}"),
+            addr,
+            state,
+        }
+    }
+
+    /// Holds requests (each chunk the client sends) back this long: every request, or
+    /// with `only` those whose request line contains it.
+    pub fn set_delay_for(&self, delay: Duration, only: Option<&str>) {
+        *self.state.delay_only.lock().unwrap() = only.map(str::to_string);
+        self.set_delay(delay);
+    }
+
+    /// Holds every request (each chunk the client sends) back this long.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// New connections are accepted and closed at once.
+    pub fn set_refusing(&self, on: bool) {
+        self.state
+            .refusing
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Cuts every open connection (both ends), as a daemon or a network that goes away.
+    pub fn cut(&self) -> usize {
+        let open: Vec<_> = self.state.open.lock().unwrap().drain().collect();
+        for (_, (c, d)) in &open {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+            let _ = d.shutdown(std::net::Shutdown::Both);
+        }
+        open.len()
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.state
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr); // wakes the accept loop
+        self.cut();
+    }
 }

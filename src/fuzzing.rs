@@ -8,6 +8,8 @@
 //! Written by hand because cargo-fuzz needs a nightly toolchain, which this
 //! project's machines do not have; the mutations are the classic ones.
 
+mod edits;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -323,6 +325,16 @@ mod tests {
     #[test]
     fn fuzz_config_toml() {
         run("config", cases(), seed(), config_toml);
+    }
+
+    #[test]
+    fn fuzz_runner_config() {
+        run("runner_config", cases(), seed(), edits::runner_config);
+    }
+
+    #[test]
+    fn fuzz_docker_config() {
+        run("docker_config", cases(), seed(), edits::docker_config);
     }
 
     #[test]

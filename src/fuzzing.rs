@@ -9,6 +9,7 @@
 //! project's machines do not have; the mutations are the classic ones.
 
 mod edits;
+mod inputs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -335,6 +336,16 @@ mod tests {
     #[test]
     fn fuzz_docker_config() {
         run("docker_config", cases(), seed(), edits::docker_config);
+    }
+
+    #[test]
+    fn fuzz_swarm_envfile() {
+        run("swarm_envfile", cases(), seed(), inputs::swarm_envfile);
+    }
+
+    #[test]
+    fn fuzz_docker_events() {
+        run("docker_events", cases(), seed(), inputs::docker_events);
     }
 
     #[test]

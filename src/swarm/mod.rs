@@ -20,7 +20,7 @@
 
 mod api;
 pub mod docker;
-mod envfile;
+pub(crate) mod envfile;
 mod events;
 mod image;
 pub mod metrics;

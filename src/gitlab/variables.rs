@@ -199,17 +199,14 @@ impl GitLab {
         key: &str,
         s: &Settings,
     ) -> Result<(), ApiError> {
-        let (path, action) = if method == Method::POST {
-            (format!("{}/variables", owner.api_path()), "create")
+        let path = if method == Method::POST {
+            format!("{}/variables", owner.api_path())
         } else {
-            (
-                format!(
-                    "{}/variables/{}{}",
-                    owner.api_path(),
-                    encode(key),
-                    scope_filter(&s.environment_scope)
-                ),
-                "update",
+            format!(
+                "{}/variables/{}{}",
+                owner.api_path(),
+                encode(key),
+                scope_filter(&s.environment_scope)
             )
         };
         let mut body = serde_json::json!({
@@ -223,51 +220,14 @@ impl GitLab {
         if method == Method::POST {
             body["key"] = key.into();
         }
-        let m = method.to_string();
+        let call = Call {
+            method: method.clone(),
+            url: format!("{}/{path}", self.base),
+            owner,
+            key,
+        };
         let (status, answer) = self.call(method, &path, Some(body.to_string()))?;
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(self.error(status, &answer, &m, &path, owner, key, action))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn error(
-        &self,
-        status: StatusCode,
-        body: &[u8],
-        method: &str,
-        path: &str,
-        owner: &Owner,
-        key: &str,
-        action: &'static str,
-    ) -> ApiError {
-        let url = format!("{}/{path}", self.base);
-        let message = api_message(body);
-        match status.as_u16() {
-            401 => ApiError::Unauthorized { url, status: 401 },
-            403 => ApiError::Forbidden {
-                owner: owner.to_string(),
-            },
-            400 if message.contains("value") && message.contains("invalid") => {
-                ApiError::Unmaskable {
-                    key: key.to_string(),
-                    message,
-                }
-            }
-            s if s >= 500 => ApiError::Server {
-                method: method.to_string(),
-                url,
-                status: s,
-            },
-            s => ApiError::Rejected {
-                action,
-                key: key.to_string(),
-                owner: owner.to_string(),
-                status: s,
-                message,
-            },
-        }
+        write_answer(&call, status.as_u16(), &answer)
     }
 }
 
@@ -279,29 +239,14 @@ impl VariablesApi for GitLab {
             encode(key),
             scope_filter(scope)
         );
+        let call = Call {
+            method: Method::GET,
+            url: format!("{}/{path}", self.base),
+            owner,
+            key,
+        };
         let (status, body) = self.call(Method::GET, &path, None)?;
-        match status.as_u16() {
-            200 => serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| ApiError::BadAnswer {
-                    method: "GET".into(),
-                    url: format!("{}/{path}", self.base),
-                    message: e.to_string(),
-                }),
-            404 => {
-                let message = api_message(&body);
-                // "404 Variable Not Found" means create it; "404 Project Not Found" is an error.
-                if message.to_ascii_lowercase().contains("variable") {
-                    Ok(None)
-                } else {
-                    Err(ApiError::OwnerNotFound {
-                        owner: owner.to_string(),
-                        message,
-                    })
-                }
-            }
-            _ => Err(self.error(status, &body, "GET", &path, owner, key, "read")),
-        }
+        read_answer(&call, status.as_u16(), &body)
     }
 
     fn create(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError> {
@@ -310,6 +255,92 @@ impl VariablesApi for GitLab {
 
     fn update(&self, owner: &Owner, key: &str, s: &Settings) -> Result<(), ApiError> {
         self.write(Method::PUT, owner, key, s)
+    }
+}
+
+/// The request an answer is to, for naming it in errors.
+pub(crate) struct Call<'a> {
+    pub(crate) method: Method,
+    pub(crate) url: String,
+    pub(crate) owner: &'a Owner,
+    pub(crate) key: &'a str,
+}
+
+impl Call<'_> {
+    fn action(&self) -> &'static str {
+        match self.method {
+            Method::GET => "read",
+            Method::POST => "create",
+            _ => "update",
+        }
+    }
+}
+
+/// GitLab's answer to a GET of a variable: the variable, `None` for "404
+/// Variable Not Found", or an error. Pure, so hostile answers can be fuzzed.
+pub(crate) fn read_answer(
+    call: &Call<'_>,
+    status: u16,
+    body: &[u8],
+) -> Result<Option<Variable>, ApiError> {
+    match status {
+        200 => serde_json::from_slice(body)
+            .map(Some)
+            .map_err(|e| ApiError::BadAnswer {
+                method: call.method.to_string(),
+                url: call.url.clone(),
+                message: e.to_string(),
+            }),
+        404 => {
+            let message = api_message(body);
+            // "404 Variable Not Found" means create it; "404 Project Not Found" is an error.
+            if message.to_ascii_lowercase().contains("variable") {
+                Ok(None)
+            } else {
+                Err(ApiError::OwnerNotFound {
+                    owner: call.owner.to_string(),
+                    message,
+                })
+            }
+        }
+        _ => Err(error(call, status, body)),
+    }
+}
+
+/// GitLab's answer to a PUT or POST of a variable.
+pub(crate) fn write_answer(call: &Call<'_>, status: u16, body: &[u8]) -> Result<(), ApiError> {
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    Err(error(call, status, body))
+}
+
+fn error(call: &Call<'_>, status: u16, body: &[u8]) -> ApiError {
+    let url = call.url.clone();
+    let message = api_message(body);
+    match status {
+        401 => ApiError::Unauthorized { url, status: 401 },
+        403 => ApiError::Forbidden {
+            owner: call.owner.to_string(),
+        },
+        400 if message.contains("value") && message.contains("invalid") => {
+            ApiError::Unmaskable {
+                key: call.key.to_string(),
+                message,
+            }
+        }
+        s if s >= 500 => ApiError::Server {
+            method: call.method.to_string(),
+            url,
+            status: s,
+        },
+        s => ApiError::Rejected {
+            action: call.action(),
+            key: call.key.to_string(),
+            owner: call.owner.to_string(),
+            status: s,
+            message,
+        },
     }
 }
 

@@ -349,6 +349,11 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_gitlab_answers() {
+        run("gitlab_answers", cases(), seed(), inputs::gitlab_answers);
+    }
+
+    #[test]
     fn mutations_differ_and_reproduce() {
         let mut a = Rng::new(7);
         let mut b = Rng::new(7);

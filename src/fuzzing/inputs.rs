@@ -119,9 +119,19 @@ pub(crate) fn docker_events(input: &[u8]) {
             let field = |v: &Json, name: &str, i: usize| -> Option<Json> {
                 v.get(name).or_else(|| v.get(i)).cloned()
             };
-            assert_eq!(field(&v, "Type", 0), Some(Json::from("service")), "{:?}", shown());
+            assert_eq!(
+                field(&v, "Type", 0),
+                Some(Json::from("service")),
+                "{:?}",
+                shown()
+            );
             let actor = field(&v, "Actor", 2).expect("an Actor");
-            assert_eq!(field(&actor, "ID", 0), Some(Json::from(ev.service_id.clone())), "{:?}", shown());
+            assert_eq!(
+                field(&actor, "ID", 0),
+                Some(Json::from(ev.service_id.clone())),
+                "{:?}",
+                shown()
+            );
             let action = field(&v, "Action", 1).unwrap_or(Json::from(""));
             assert_eq!(action, Json::from(ev.action.clone()), "{:?}", shown());
             let name = field(&actor, "Attributes", 1)
@@ -167,7 +177,10 @@ fn documented_service_event(v: &Json) -> Option<ServiceEvent> {
             if a.values().any(|v| !v.is_string()) {
                 return None;
             }
-            a.get("name").and_then(|n| n.as_str()).unwrap_or("").to_string()
+            a.get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_string()
         }
         Some(_) => return None,
     };
@@ -176,4 +189,126 @@ fn documented_service_event(v: &Json) -> Option<ServiceEvent> {
         service_id,
         name,
     })
+}
+
+/// The GitLab token and the value the fuzzed requests "sent".
+const GITLAB_TOKEN: &str = "glpat-FuzzToken0123456789";
+const SENT_VALUE: &str = r#"{"auths":{"123456789012.dkr.ecr.eu-west-1.amazonaws.com":{"auth":"QVdTOmZ1enotc2VjcmV0LXBhc3N3b3JkLTAxMjM0NTY3ODk="}}}"#;
+
+/// GitLab API answers (`METHOD STATUS` on the first line, then the body): never
+/// panics; a variable read is the body's; an error is one line without control
+/// characters and never shows the token, the value sent, or a `value`, `auth`,
+/// `password` or `token` string of the answer (no 12 characters of one in a row).
+pub(crate) fn gitlab_answers(input: &[u8]) {
+    use crate::gitlab::variables::{read_answer, write_answer, Call, Owner};
+    use hyper::Method;
+    let (head, body) = match input.iter().position(|&b| b == b'\n') {
+        Some(i) => (&input[..i], &input[i + 1..]),
+        None => (&b""[..], input),
+    };
+    let head = String::from_utf8_lossy(head);
+    let mut words = head.split_whitespace();
+    let method = match words.next() {
+        Some("PUT") => Method::PUT,
+        Some("POST") => Method::POST,
+        _ => Method::GET,
+    };
+    let status = words
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(400 + (input.len() % 200) as u16);
+    let owner = Owner::Project("team/app".into());
+    let sent = if method == Method::GET {
+        None
+    } else {
+        Some(SENT_VALUE)
+    };
+    let call = Call {
+        method: method.clone(),
+        url: "https://gitlab.example.com/api/v4/projects/team%2Fapp/variables/DOCKER_AUTH_CONFIG"
+            .into(),
+        owner: &owner,
+        key: "DOCKER_AUTH_CONFIG",
+        secrets: [Some(GITLAB_TOKEN), sent].into_iter().flatten().collect(),
+    };
+    let error = if method == Method::GET {
+        match read_answer(&call, status, body) {
+            Ok(Some(v)) => {
+                let doc: Json = serde_json::from_slice(body).expect("a variable from JSON");
+                assert_eq!(
+                    doc.get("value").and_then(|v| v.as_str()),
+                    Some(v.value.expose().as_str())
+                );
+                assert_eq!(
+                    doc.get("key").and_then(|v| v.as_str()),
+                    Some(v.key.as_str())
+                );
+                return;
+            }
+            Ok(None) => {
+                assert_eq!(status, 404, "no variable from a {status}");
+                return;
+            }
+            Err(e) => e,
+        }
+    } else {
+        match write_answer(&call, status, body) {
+            Ok(()) => {
+                assert!((200..300).contains(&status), "a {status} taken for success");
+                return;
+            }
+            Err(e) => e,
+        }
+    };
+    let shown = error.to_string();
+    assert!(
+        !shown.chars().any(char::is_control),
+        "control characters in: {shown:?}"
+    );
+    let mut secrets: Vec<String> = vec![GITLAB_TOKEN.into()];
+    secrets.extend(sent.map(str::to_string));
+    if let Ok(doc) = serde_json::from_slice::<Json>(body) {
+        secret_strings(&doc, &mut secrets);
+    }
+    for s in &secrets {
+        if let Some(w) = leaked(&shown, s) {
+            panic!("the error shows {w:?} of a secret: {shown}");
+        }
+    }
+}
+
+/// The strings under credential-like keys of a JSON answer (not inside its
+/// `message`/`error`, which are GitLab's own words).
+fn secret_strings(v: &Json, out: &mut Vec<String>) {
+    match v {
+        Json::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("message" | "error", _) => {}
+                    ("value" | "auth" | "password" | "token", Json::String(s)) => {
+                        out.push(s.clone())
+                    }
+                    _ => secret_strings(x, out),
+                }
+            }
+        }
+        Json::Array(a) => a.iter().for_each(|x| secret_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// A piece of `secret` that `text` shows: the whole of a short one (6 to 11
+/// characters), or any 12 characters in a row of a longer one.
+fn leaked(text: &str, secret: &str) -> Option<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < 6 {
+        return None;
+    }
+    if chars.len() < 12 {
+        return text.contains(secret).then(|| secret.to_string());
+    }
+    chars
+        .windows(12)
+        .map(|w| w.iter().collect::<String>())
+        .find(|w| text.contains(w.as_str()))
 }

@@ -225,6 +225,7 @@ impl GitLab {
             url: format!("{}/{path}", self.base),
             owner,
             key,
+            secrets: vec![self.token.expose(), s.value.expose()],
         };
         let (status, answer) = self.call(method, &path, Some(body.to_string()))?;
         write_answer(&call, status.as_u16(), &answer)
@@ -244,6 +245,7 @@ impl VariablesApi for GitLab {
             url: format!("{}/{path}", self.base),
             owner,
             key,
+            secrets: vec![self.token.expose()],
         };
         let (status, body) = self.call(Method::GET, &path, None)?;
         read_answer(&call, status.as_u16(), &body)
@@ -264,6 +266,8 @@ pub(crate) struct Call<'a> {
     pub(crate) url: String,
     pub(crate) owner: &'a Owner,
     pub(crate) key: &'a str,
+    /// What no error may show: the GitLab token, the value sent.
+    pub(crate) secrets: Vec<&'a str>,
 }
 
 impl Call<'_> {
@@ -289,10 +293,11 @@ pub(crate) fn read_answer(
             .map_err(|e| ApiError::BadAnswer {
                 method: call.method.to_string(),
                 url: call.url.clone(),
-                message: e.to_string(),
+                // serde_json quotes the string it could not take.
+                message: shown(e.to_string(), &credentials(body, call)),
             }),
         404 => {
-            let message = api_message(body);
+            let message = api_message(body, call);
             // "404 Variable Not Found" means create it; "404 Project Not Found" is an error.
             if message.to_ascii_lowercase().contains("variable") {
                 Ok(None)
@@ -317,18 +322,16 @@ pub(crate) fn write_answer(call: &Call<'_>, status: u16, body: &[u8]) -> Result<
 
 fn error(call: &Call<'_>, status: u16, body: &[u8]) -> ApiError {
     let url = call.url.clone();
-    let message = api_message(body);
+    let message = api_message(body, call);
     match status {
         401 => ApiError::Unauthorized { url, status: 401 },
         403 => ApiError::Forbidden {
             owner: call.owner.to_string(),
         },
-        400 if message.contains("value") && message.contains("invalid") => {
-            ApiError::Unmaskable {
-                key: call.key.to_string(),
-                message,
-            }
-        }
+        400 if message.contains("value") && message.contains("invalid") => ApiError::Unmaskable {
+            key: call.key.to_string(),
+            message,
+        },
         s if s >= 500 => ApiError::Server {
             method: call.method.to_string(),
             url,
@@ -384,15 +387,85 @@ fn scope_filter(scope: &str) -> String {
     }
 }
 
-/// GitLab's `{"message": ...}` (a string or an object of field errors), one line.
-fn api_message(body: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(body) {
+/// GitLab's `{"message": ...}` (a string or an object of field errors) — or
+/// the start of an answer that is not JSON (a proxy's error page) — as one line
+/// without control characters. A message that repeats a credential (the token,
+/// the value sent, a `value`/`auth`/`password`/`token` of the answer: a proxy
+/// that echoes the request, an answer that echoes the variable) is not shown,
+/// and an answer without a message is described by its field names only.
+fn api_message(body: &[u8], call: &Call<'_>) -> String {
+    let text = match serde_json::from_slice::<serde_json::Value>(body) {
         Ok(v) => match v.get("message").or_else(|| v.get("error")) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
-            None => v.to_string(),
+            None => match v.as_object() {
+                Some(m) if !m.is_empty() => format!(
+                    "an answer without a message, with the fields {}",
+                    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                ),
+                _ => "an answer without a message".into(),
+            },
         },
         Err(_) => String::from_utf8_lossy(body).chars().take(200).collect(),
+    };
+    shown(text, &credentials(body, call))
+}
+
+/// What an error about this answer must not show: the call's secrets and the
+/// credential-like strings of the answer.
+fn credentials(body: &[u8], call: &Call<'_>) -> Vec<String> {
+    let mut out: Vec<String> = call.secrets.iter().map(|s| s.to_string()).collect();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        credential_strings(&v, &mut out);
+    }
+    out
+}
+
+/// The strings under credential-like keys (not inside `message`/`error`, which
+/// are GitLab's own words).
+fn credential_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("message" | "error", _) => {}
+                    ("value" | "auth" | "password" | "token", Value::String(s)) => {
+                        out.push(s.clone())
+                    }
+                    _ => credential_strings(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| credential_strings(x, out)),
+        _ => {}
+    }
+}
+
+/// `text` as one line of printable characters, or a note saying it is not
+/// shown when it repeats a piece of a credential.
+fn shown(text: String, credentials: &[String]) -> String {
+    if credentials.iter().any(|c| repeats(&text, c)) {
+        return "not shown: it repeats a credential".into();
+    }
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    line.trim().to_string()
+}
+
+/// Whether `text` shows a piece of `secret`: the whole of a short one (6 to 11
+/// characters), or any 12 characters in a row of a longer one.
+fn repeats(text: &str, secret: &str) -> bool {
+    let chars: Vec<char> = secret.chars().collect();
+    match chars.len() {
+        0..6 => false,
+        6..12 => text.contains(secret),
+        _ => chars
+            .windows(12)
+            .any(|w| text.contains(w.iter().collect::<String>().as_str())),
     }
 }
 
@@ -455,17 +528,47 @@ mod tests {
 
     #[test]
     fn messages() {
+        let owner = Owner::Project("42".into());
+        let call = Call {
+            method: Method::PUT,
+            url: "https://gitlab.example.com/api/v4/projects/42/variables/K".into(),
+            owner: &owner,
+            key: "K",
+            secrets: vec![
+                "glpat-0123456789abcdef",
+                r#"{"auths":{"h":{"auth":"QVdTOnNlY3JldC1wdw=="}}}"#,
+            ],
+        };
+        let m = |body: &[u8]| api_message(body, &call);
         assert_eq!(
-            api_message(br#"{"message":"404 Variable Not Found"}"#),
+            m(br#"{"message":"404 Variable Not Found"}"#),
             "404 Variable Not Found"
         );
         assert_eq!(
-            api_message(br#"{"message":{"value":["is invalid"]}}"#),
+            m(br#"{"message":{"value":["is invalid"]}}"#),
             r#"{"value":["is invalid"]}"#
         );
         assert_eq!(
-            api_message(b"<html>bad gateway</html>"),
-            "<html>bad gateway</html>"
+            m(b"<html>\r\n<title>bad gateway</title>\x1b[31m</html>"),
+            "<html>  <title>bad gateway</title> [31m</html>"
+        );
+        // A proxy that echoes the request: neither the token nor the value.
+        assert_eq!(
+            m(b"blocked: PRIVATE-TOKEN: glpat-0123456789abcdef"),
+            "not shown: it repeats a credential"
+        );
+        assert_eq!(
+            m(br#"request {"auth":"QVdTOnNlY3JldC1w (truncated)"#),
+            "not shown: it repeats a credential"
+        );
+        // An answer that echoes the variable, without a message: field names only.
+        assert_eq!(
+            m(br#"{"key":"K","value":"{\"auths\":{}} s3cr3t-value","protected":false}"#),
+            "an answer without a message, with the fields key, value, protected"
+        );
+        assert_eq!(
+            m(br#"{"message":"K=s3cr3t-value is rejected","value":"s3cr3t-value"}"#),
+            "not shown: it repeats a credential"
         );
     }
 }

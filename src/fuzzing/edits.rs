@@ -172,7 +172,10 @@ fn check_environment(i: usize, o: &toml::Table, n: &toml::Table, req: &Request) 
     };
     let kept_old: Vec<&String> = old_env.iter().filter(|s| !owned(s)).collect();
     let kept_new: Vec<&String> = new_env.iter().filter(|s| !owned(s)).collect();
-    assert_eq!(kept_old, kept_new, "runner {i}: environment entries changed");
+    assert_eq!(
+        kept_old, kept_new,
+        "runner {i}: environment entries changed"
+    );
     let value = |env: &[String]| {
         env.iter()
             .rev()
@@ -189,12 +192,20 @@ fn check_environment(i: usize, o: &toml::Table, n: &toml::Table, req: &Request) 
             serde_json::from_str(&before).expect("the edit accepted it")
         };
         let after: Json = serde_json::from_str(&now).unwrap();
-        kept(&before, &after, &wiring_paths(&req.wiring), "DOCKER_AUTH_CONFIG");
+        kept(
+            &before,
+            &after,
+            &wiring_paths(&req.wiring),
+            "DOCKER_AUTH_CONFIG",
+        );
     }
     if req.jobs.as_ref().is_some_and(|j| j.broker_socket.is_some()) {
         assert!(
             new_env.iter().any(|s| s
-                == &format!("ECR_AUTH_BROKER=unix://{}", runner_config::JOB_BROKER_SOCKET)),
+                == &format!(
+                    "ECR_AUTH_BROKER=unix://{}",
+                    runner_config::JOB_BROKER_SOCKET
+                )),
             "runner {i}: no ECR_AUTH_BROKER"
         );
     }
@@ -231,7 +242,9 @@ fn check_docker(i: usize, o: &toml::Table, n: &toml::Table, req: &Request) {
     let (old_v, new_v) = (strings(od.get("volumes")), strings(nd.get("volumes")));
     for v in &old_v {
         let dest = runner_config::volume_destination(v);
-        let replaced = ours.iter().any(|(_, d)| dest.as_deref() == Some(d.as_str()));
+        let replaced = ours
+            .iter()
+            .any(|(_, d)| dest.as_deref() == Some(d.as_str()));
         assert!(
             replaced || new_v.contains(v),
             "runner {i}: volume {v:?} lost"

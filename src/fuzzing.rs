@@ -8,6 +8,7 @@
 //! Written by hand because cargo-fuzz needs a nightly toolchain, which this
 //! project's machines do not have; the mutations are the classic ones.
 
+mod broker;
 mod edits;
 mod inputs;
 
@@ -351,6 +352,11 @@ mod tests {
     #[test]
     fn fuzz_gitlab_answers() {
         run("gitlab_answers", cases(), seed(), inputs::gitlab_answers);
+    }
+
+    #[test]
+    fn fuzz_broker_requests() {
+        run("broker_requests", cases(), seed(), broker::broker_requests);
     }
 
     #[test]

@@ -195,12 +195,13 @@ fn documented_service_event(v: &Json) -> Option<ServiceEvent> {
 const GITLAB_TOKEN: &str = "glpat-FuzzToken0123456789";
 const SENT_VALUE: &str = r#"{"auths":{"123456789012.dkr.ecr.eu-west-1.amazonaws.com":{"auth":"QVdTOmZ1enotc2VjcmV0LXBhc3N3b3JkLTAxMjM0NTY3ODk="}}}"#;
 
-/// GitLab API answers (`METHOD STATUS` on the first line, then the body): never
+/// GitLab API answers (`METHOD STATUS [RETRY-AFTER]` on the first line, then
+/// the body): never
 /// panics; a variable read is the body's; an error is one line without control
 /// characters and never shows the token, the value sent, or a `value`, `auth`,
 /// `password` or `token` string of the answer (no 12 characters of one in a row).
 pub(crate) fn gitlab_answers(input: &[u8]) {
-    use crate::gitlab::variables::{read_answer, write_answer, Call, Owner};
+    use crate::gitlab::variables::{read_answer, write_answer, Call, Owner, Reply};
     use hyper::Method;
     let (head, body) = match input.iter().position(|&b| b == b'\n') {
         Some(i) => (&input[..i], &input[i + 1..]),
@@ -217,6 +218,11 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
         .next()
         .and_then(|s| s.parse::<u16>().ok())
         .unwrap_or(400 + (input.len() % 200) as u16);
+    let reply = Reply {
+        status,
+        retry_after: words.next().map(str::to_string),
+        body: bytes::Bytes::copy_from_slice(body),
+    };
     let owner = Owner::Project("team/app".into());
     let sent = if method == Method::GET {
         None
@@ -232,7 +238,7 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
         secrets: [Some(GITLAB_TOKEN), sent].into_iter().flatten().collect(),
     };
     let error = if method == Method::GET {
-        match read_answer(&call, status, body) {
+        match read_answer(&call, &reply) {
             Ok(Some(v)) => {
                 let doc: Json = serde_json::from_slice(body).expect("a variable from JSON");
                 assert_eq!(
@@ -252,7 +258,7 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
             Err(e) => e,
         }
     } else {
-        match write_answer(&call, status, body) {
+        match write_answer(&call, &reply) {
             Ok(()) => {
                 assert!((200..300).contains(&status), "a {status} taken for success");
                 return;
@@ -260,6 +266,10 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
             Err(e) => e,
         }
     };
+    if let Some(r) = error.retry_after() {
+        // However absurd the header, the wait is a number of seconds from now.
+        assert!(r.seconds_from(1_700_000_000) >= 0);
+    }
     let shown = error.to_string();
     assert!(
         !shown.chars().any(char::is_control),

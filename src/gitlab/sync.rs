@@ -21,6 +21,11 @@ use super::variables::{ApiError, Owner, Settings, VariablesApi};
 /// born expired; a real one is good for hours).
 const MIN_INTERVAL: i64 = 60;
 
+/// The longest `Retry-After` honoured: an ECR token lives 12 h and is
+/// refreshed at half-life, so an hour's wait costs nothing; a longer request
+/// is more likely a misconfigured proxy, and is cut to this.
+pub(crate) const MAX_RETRY_AFTER: i64 = 3600;
+
 /// Which variable, and how to write it.
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
@@ -54,6 +59,14 @@ pub(crate) enum SyncError {
 }
 
 impl SyncError {
+    /// When GitLab asked to be called again.
+    pub(crate) fn retry_after(&self) -> Option<super::variables::RetryAfter> {
+        match self {
+            SyncError::Api(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             SyncError::Api(e) => e.is_transient(),
@@ -86,8 +99,28 @@ impl TokenSource for RegistryTokens<'_> {
     }
 }
 
-/// One sync: read, merge, write if changed.
+/// How often a sync reads and writes again when someone else deleted or
+/// created the variable between its read and its write.
+const RACE_ATTEMPTS: usize = 3;
+
+/// One sync: read, merge, write if changed. A variable deleted behind our
+/// back (between the read and the write) is created again; one created behind
+/// our back is read again and merged into, never overwritten blind.
 pub(crate) fn sync_once(
+    job: &Job,
+    tokens: &[AuthToken],
+    api: &dyn VariablesApi,
+) -> Result<Outcome, SyncError> {
+    let mut attempt = 1;
+    loop {
+        match sync_attempt(job, tokens, api) {
+            Err(SyncError::Api(e)) if e.is_race() && attempt < RACE_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn sync_attempt(
     job: &Job,
     tokens: &[AuthToken],
     api: &dyn VariablesApi,
@@ -180,8 +213,13 @@ pub(crate) fn step(
         }
         Err(e) => {
             state.failures = state.failures.saturating_add(1);
+            let mut wait = backoff(state.failures, every, jitter);
+            // GitLab's Retry-After (429, 503) is a floor, never shortened by `every`.
+            if let Some(asked) = e.retry_after() {
+                wait = wait.max(asked.seconds_from(now).clamp(1, MAX_RETRY_AFTER));
+            }
             Step {
-                next_at: now + backoff(state.failures, every, jitter),
+                next_at: now + wait,
                 result: Err(e),
             }
         }
@@ -215,7 +253,10 @@ pub(crate) trait Waiter {
     fn jitter(&mut self) -> f64;
 }
 
-/// Runs until the waiter says stop, telling `log` what each turn did.
+/// Runs until the waiter says stop, telling `log` what each turn did. An
+/// error is told once, when it first appears or changes (a token without
+/// access fails every pass: one line saying what to do, not one per pass);
+/// the first success after failures says how many there were.
 pub(crate) fn run(
     job: &Job,
     every: i64,
@@ -226,32 +267,104 @@ pub(crate) fn run(
     log: &mut dyn FnMut(String),
 ) {
     let mut state = State::default();
+    let mut told: Option<String> = None;
     loop {
         let jitter = waiter.jitter();
+        let failures_before = state.failures;
         let s = step(&mut state, clock.now(), jitter, every, job, tokens, api);
         let when = crate::tokens::format_time(s.next_at);
         match &s.result {
-            Ok(o) => log(format!(
-                "{} on {}: {}; next refresh at {when}",
-                job.key,
-                job.owner,
-                describe(*o)
-            )),
-            Err(e) => log(format!(
-                "{} on {}: {e}; retrying at {when} (failure {} in a row{})",
-                job.key,
-                job.owner,
-                state.failures,
-                if e.is_transient() {
-                    ""
+            Ok(o) => {
+                let after = if failures_before > 0 {
+                    format!(" (after {failures_before} failures in a row)")
                 } else {
-                    "; this needs a fix, not a wait"
+                    String::new()
+                };
+                told = None;
+                log(format!(
+                    "{} on {}: {}{after}; next refresh at {when}",
+                    job.key,
+                    job.owner,
+                    describe(*o)
+                ))
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if told.as_deref() != Some(message.as_str()) {
+                    log(failure_line(job, e, &when, state.failures));
+                    told = Some(message);
                 }
-            )),
+            }
         }
         if !waiter.wait_until(s.next_at, clock.now()) {
             log("stopping: SIGTERM or SIGINT received".into());
             return;
+        }
+    }
+}
+
+fn failure_line(job: &Job, e: &SyncError, when: &str, failures: u32) -> String {
+    format!(
+        "{} on {}: {e}; retrying at {when} (failure {failures} in a row{})",
+        job.key,
+        job.owner,
+        if e.is_transient() {
+            "; told once until it changes"
+        } else {
+            "; this needs a fix, not a wait; told once until it changes"
+        }
+    )
+}
+
+/// A one-shot sync tries this often in all when GitLab fails in a way that
+/// may pass (5xx, 429, the network)…
+const ONCE_ATTEMPTS: u32 = 3;
+/// …and waits at most this long for one retry (a longer `Retry-After` ends it).
+const ONCE_MAX_WAIT: i64 = 60;
+
+/// `sync-variable` without `--every` (a scheduled job): one sync, with a few
+/// retries of failures that may pass, by the same backoff and Retry-After as
+/// the daemon.
+pub(crate) fn once(
+    job: &Job,
+    tokens: &dyn TokenSource,
+    api: &dyn VariablesApi,
+    clock: &dyn Clock,
+    waiter: &mut dyn Waiter,
+    log: &mut dyn FnMut(String),
+) -> Result<Outcome, SyncError> {
+    let mut state = State::default();
+    loop {
+        let now = clock.now();
+        // `every` only caps the backoff here.
+        let s = step(
+            &mut state,
+            now,
+            waiter.jitter(),
+            ONCE_MAX_WAIT,
+            job,
+            tokens,
+            api,
+        );
+        let e = match s.result {
+            Ok(o) => return Ok(o),
+            Err(e) => e,
+        };
+        let wait = s.next_at - now;
+        // AWS errors have had their own retries inside the token service.
+        let gitlab_hiccup = matches!(&e, SyncError::Api(a) if a.is_transient());
+        if !gitlab_hiccup || state.failures >= ONCE_ATTEMPTS || wait > ONCE_MAX_WAIT {
+            return Err(e);
+        }
+        log(format!(
+            "{} on {}: {e}; retrying at {} (attempt {} of {ONCE_ATTEMPTS})",
+            job.key,
+            job.owner,
+            crate::tokens::format_time(s.next_at),
+            state.failures + 1
+        ));
+        if !waiter.wait_until(s.next_at, now) {
+            return Err(e);
         }
     }
 }
@@ -379,7 +492,6 @@ pub(crate) fn command(
     let job = &req.job;
     match every {
         None => {
-            let t = source.tokens()?;
             if let (Some(login), Some(session)) = (&req.role, &session) {
                 writeln!(
                     notes,
@@ -387,7 +499,10 @@ pub(crate) fn command(
                     login.role_arn
                 )?;
             }
-            let outcome = sync_once(job, &t, &api)?;
+            let mut waiter = SignalWaiter::new().context("cannot install the SIGTERM handler")?;
+            let outcome = once(job, &source, &api, &*clock, &mut waiter, &mut |line| {
+                let _ = writeln!(notes, "ecr-auth: {line}");
+            })?;
             writeln!(
                 notes,
                 "ecr-auth: {} on {}: {}",

@@ -276,7 +276,8 @@ pub(crate) fn run(
         match &s.result {
             Ok(o) => {
                 let after = if failures_before > 0 {
-                    format!(" (after {failures_before} failures in a row)")
+                    let s = if failures_before == 1 { "" } else { "s" };
+                    format!(" (after {failures_before} failure{s} in a row)")
                 } else {
                     String::new()
                 };

@@ -1,7 +1,9 @@
 //! Crash consistency: ecr-auth killed with SIGKILL at random moments while it
-//! writes. Afterwards every file is the old or the new version, whole, parses and
-//! keeps its mode; a leftover temporary file is never read as real and the next
-//! run sweeps it.
+//! writes — the token cache, a runner's config.toml (`configure gitlab-runner`),
+//! a Docker config.json and containers auth.json (`configure docker`), a dotenv
+//! file (`auth-config --output`), and the binaries (`install`). Afterwards every
+//! file is the old or the new version, whole, parses and keeps its mode; a
+//! leftover temporary file is never read as real and the next run sweeps it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -420,6 +420,28 @@ impl Waiter for SignalWaiter {
     }
 }
 
+/// A [`SignalWaiter`] made at the first wait.
+struct LazySignalWaiter(Option<SignalWaiter>);
+
+impl Waiter for LazySignalWaiter {
+    fn wait_until(&mut self, at: i64, now: i64) -> bool {
+        if self.0.is_none() {
+            match SignalWaiter::new() {
+                Ok(w) => self.0 = Some(w),
+                Err(e) => {
+                    tracing::warn!("cannot install the SIGTERM handler, so not retrying: {e}");
+                    return false;
+                }
+            }
+        }
+        self.0.as_mut().is_some_and(|w| w.wait_until(at, now))
+    }
+
+    fn jitter(&mut self) -> f64 {
+        crate::backoff::random_draw()
+    }
+}
+
 /// `gitlab sync-variable` as the command line asks for it.
 #[derive(Clone, Debug)]
 pub(crate) struct SyncRequest {
@@ -500,7 +522,9 @@ pub(crate) fn command(
                     login.role_arn
                 )?;
             }
-            let mut waiter = SignalWaiter::new().context("cannot install the SIGTERM handler")?;
+            // Handlers only once a retry waits: until then SIGTERM (a cancelled
+            // job) ends a one-shot sync at once, as it always did.
+            let mut waiter = LazySignalWaiter(None);
             let outcome = once(job, &source, &api, &*clock, &mut waiter, &mut |line| {
                 let _ = writeln!(notes, "ecr-auth: {line}");
             })?;

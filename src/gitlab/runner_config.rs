@@ -592,7 +592,7 @@ fn verify(
             .map(str::to_string)
             .unwrap_or_else(|| format!("#{}", i + 1));
         if !edited_names.contains(&name.as_str()) {
-            if o != n {
+            if !same(o, n) {
                 return Err(fail(format!(
                     "change runner {name:?}, which was not selected"
                 )));
@@ -623,6 +623,20 @@ fn verify(
         return Err(fail("change again on a second run".into()));
     }
     Ok(())
+}
+
+/// Equal values, where a float `nan` equals `nan` (TOML allows one, and `==`
+/// would call an untouched runner changed).
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    use toml::Value::{Array, Float, Table};
+    match (a, b) {
+        (Float(x), Float(y)) => x == y || (x.is_nan() && y.is_nan()),
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Table(x), Table(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 /// Every key path of a TOML value (`runners[0].docker.volumes[2]`).
@@ -789,6 +803,19 @@ mod tests {
         let env_str = "[[runners]]\n  name = \"a\"\n  environment = \"X=1\"\n";
         let e = edit(env_str, "c.toml", &req).unwrap_err().to_string();
         assert!(e.contains("`environment` must be an array"), "{e}");
+    }
+
+    #[test]
+    fn a_nan_in_a_runner_left_alone_is_not_a_change() {
+        // Found by the runner_config fuzz target: `nan != nan` made the final
+        // check refuse the edit ("please report this").
+        let text = "[[runners]]\n  name = \"d\"\n  executor = \"docker\"\n\n[[runners]]\n  name = \"s\"\n  executor = \"shell\"\n  x = nan\n  y = [-nan, 1.5]\n";
+        let e = edit(text, "config.toml", &helpers(&[HOST])).unwrap();
+        assert!(
+            e.text.ends_with("  x = nan\n  y = [-nan, 1.5]\n"),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

@@ -180,13 +180,20 @@ fn requests(mut input: &[u8]) -> (Vec<bool>, bool) {
                     return (all, false);
                 };
                 all.push(length > 0 || chunked);
-                if chunked || closes {
+                if closes {
                     return (all, false);
                 }
-                if input.len() < n + length {
+                input = &input[n..];
+                // A server may read a body it refused, then go on.
+                let body = if chunked {
+                    chunked_length(input)
+                } else {
+                    (input.len() >= length).then_some(length)
+                };
+                let Some(body) = body else {
                     return (all, false);
-                }
-                input = &input[n + length..];
+                };
+                input = &input[body..];
             }
             Ok(httparse::Status::Partial) => return (all, true),
             Err(_) => {
@@ -194,6 +201,31 @@ fn requests(mut input: &[u8]) -> (Vec<bool>, bool) {
                 return (all, false);
             }
         }
+    }
+}
+
+/// The length of a whole chunked body at the start of `input` (chunks, the
+/// last one empty, trailers), or `None` if it is cut or malformed.
+fn chunked_length(input: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let (n, size) = match httparse::parse_chunk_size(&input[at..]) {
+            Ok(httparse::Status::Complete(c)) => c,
+            _ => return None,
+        };
+        at += n;
+        if size == 0 {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            return match httparse::parse_headers(&input[at..], &mut headers) {
+                Ok(httparse::Status::Complete((n, _))) => Some(at + n),
+                _ => None,
+            };
+        }
+        let size = usize::try_from(size).ok()?;
+        if input.len() < at + size + 2 || &input[at + size..at + size + 2] != b"\r\n" {
+            return None;
+        }
+        at += size + 2;
     }
 }
 

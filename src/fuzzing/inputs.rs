@@ -112,9 +112,17 @@ pub(crate) fn docker_events(input: &[u8]) {
             .ok()
             .and_then(|t| serde_json::from_str(t.trim()).ok());
         if let Some(ev) = parse_event(line) {
-            let v = parsed
-                .clone()
-                .unwrap_or_else(|| panic!("an event from a line that is not JSON: {:?}", shown()));
+            let Some(v) = parsed.clone() else {
+                // serde_json's Value holds no number beyond f64 (`1e999`), which
+                // the event reader skips in a field it ignores: valid JSON all the same.
+                let e = serde_json::from_slice::<Json>(line.trim_ascii()).unwrap_err();
+                assert!(
+                    e.to_string().contains("number out of range"),
+                    "an event from a line that is not JSON ({e}): {:?}",
+                    shown()
+                );
+                continue;
+            };
             // The typed reader also takes a JSON array of the fields in order.
             let field = |v: &Json, name: &str, i: usize| -> Option<Json> {
                 v.get(name).or_else(|| v.get(i)).cloned()
@@ -240,7 +248,11 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
     let error = if method == Method::GET {
         match read_answer(&call, &reply) {
             Ok(Some(v)) => {
-                let doc: Json = serde_json::from_slice(body).expect("a variable from JSON");
+                // serde_json skips an ignored field without checking its
+                // escapes or its numbers; the generic reader then refuses the body.
+                let Ok(doc) = serde_json::from_slice::<Json>(body) else {
+                    return;
+                };
                 assert_eq!(
                     doc.get("value").and_then(|v| v.as_str()),
                     Some(v.value.expose().as_str())

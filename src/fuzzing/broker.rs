@@ -167,8 +167,11 @@ fn requests(mut input: &[u8]) -> (Vec<bool>, bool) {
                 };
                 let lengths = named("content-length");
                 let chunked = !named("transfer-encoding").is_empty();
-                let closes =
-                    r.version == Some(0) || named("connection").iter().any(|c| c.contains("close"));
+                // `Connection` is a comma-separated list of tokens (RFC 9110 §7.6.1).
+                let closes = r.version == Some(0)
+                    || named("connection")
+                        .iter()
+                        .any(|c| c.split(',').any(|t| t.trim() == "close"));
                 let length = match lengths.as_slice() {
                     [] => Some(0),
                     [l] => l.trim().parse::<usize>().ok(),

@@ -287,13 +287,19 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
         !shown.chars().any(char::is_control),
         "control characters in: {shown:?}"
     );
+    // What the error says of its own (the URL, the key, the owner) may share
+    // letters with a fuzzed secret; only the rest could come from the answer.
+    let theirs = shown
+        .replace(call.url.as_str(), "<url>")
+        .replace(call.key, "<key>")
+        .replace(&owner.to_string(), "<owner>");
     let mut secrets: Vec<String> = vec![GITLAB_TOKEN.into()];
     secrets.extend(sent.map(str::to_string));
     if let Ok(doc) = serde_json::from_slice::<Json>(body) {
         secret_strings(&doc, &mut secrets);
     }
     for s in &secrets {
-        if let Some(w) = leaked(&shown, s) {
+        if let Some(w) = leaked(&theirs, s) {
             panic!("the error shows {w:?} of a secret: {shown}");
         }
     }

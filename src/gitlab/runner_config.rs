@@ -102,6 +102,9 @@ pub(crate) struct Edited {
     pub text: String,
     /// `(runner name, changes)` for every selected runner.
     pub runners: Vec<(String, Vec<String>)>,
+    /// Where the selected runners are in `[[runners]]` (names need not be unique:
+    /// `gitlab-runner register` names every runner after the host).
+    pub selected: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +223,7 @@ fn edit_unchecked(text: &str, path: &str, req: &Request) -> Result<Edited, Runne
         picked
     };
     let mut report = Vec::new();
-    for i in selected {
+    for &i in &selected {
         let table = runners.get_mut(i).expect("index from this array");
         let mut changes = Vec::new();
         edit_runner(table, path, &names[i], req, &mut changes)?;
@@ -229,6 +232,7 @@ fn edit_unchecked(text: &str, path: &str, req: &Request) -> Result<Edited, Runne
     Ok(Edited {
         text: doc.to_string(),
         runners: report,
+        selected,
     })
 }
 
@@ -575,7 +579,6 @@ fn verify(
     if let Some(lost) = old_keys.difference(&new_keys).next() {
         return Err(fail(format!("lose `{lost}`")));
     }
-    let edited_names: Vec<&str> = edited.runners.iter().map(|(n, _)| n.as_str()).collect();
     let (Some(old_r), Some(new_r)) = (
         old.get("runners").and_then(|r| r.as_array()),
         new.get("runners").and_then(|r| r.as_array()),
@@ -591,7 +594,7 @@ fn verify(
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| format!("#{}", i + 1));
-        if !edited_names.contains(&name.as_str()) {
+        if !edited.selected.contains(&i) {
             if !same(o, n) {
                 return Err(fail(format!(
                     "change runner {name:?}, which was not selected"
@@ -803,6 +806,22 @@ mod tests {
         let env_str = "[[runners]]\n  name = \"a\"\n  environment = \"X=1\"\n";
         let e = edit(env_str, "c.toml", &req).unwrap_err().to_string();
         assert!(e.contains("`environment` must be an array"), "{e}");
+    }
+
+    #[test]
+    fn runners_of_the_same_name_are_told_apart() {
+        // Found by the runner_config fuzz target: the final check went by name,
+        // so a shell runner named like the docker one (both named after the
+        // host) had to be wired too, and the edit was refused.
+        let text = "[[runners]]\n  name = \"ip-10-0-1-23\"\n  executor = \"shell\"\n\n[[runners]]\n  name = \"ip-10-0-1-23\"\n  executor = \"docker\"\n";
+        let e = edit(text, "config.toml", &helpers(&[HOST])).unwrap();
+        assert_eq!(e.selected, [1]);
+        let (shell, docker) = e.text.split_at(e.text.rfind("[[runners]]").unwrap());
+        assert!(
+            !shell.contains(ENV_KEY) && docker.contains(ENV_KEY),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

@@ -28,9 +28,11 @@ use std::path::Path;
 
 const TMP_SUFFIX: &str = ".ecr-auth-tmp";
 
-/// Removes temporary files that a writer of `name` killed mid-write left in
-/// `dir` (`.NAME.PID.RANDOM.ecr-auth-tmp` of a process that no longer exists).
-/// Readers never read them: they only open real names.
+/// Removes temporary files that a writer of `name` — or of a name that starts
+/// with it, such as its backup `NAME.bak-STAMP` — killed mid-write left in `dir`
+/// (`.NAME….PID.RANDOM.ecr-auth-tmp` of a process that no longer exists). A
+/// backup's name changes every second, so its own writes would never sweep
+/// them. Readers never read them: they only open real names.
 fn sweep_leftovers(dir: &Path, name: &str) {
     let prefix = format!(".{name}.");
     let Ok(entries) = fs::read_dir(dir) else {
@@ -45,7 +47,8 @@ fn sweep_leftovers(dir: &Path, name: &str) {
         else {
             continue;
         };
-        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+        // `[NAME-SUFFIX.]PID.RANDOM`: the random part has no dot.
+        let Some(pid) = rest.rsplit('.').nth(1).and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
         // SAFETY: kill with signal 0 only checks that the process exists.
@@ -485,11 +488,17 @@ mod tests {
             std::process::id()
         ));
         let other = dir.path().join(".other.2147483646.x.ecr-auth-tmp");
-        for f in [&dead, &live, &other] {
+        // A backup (`configure` keeps one) written by a writer killed mid-way:
+        // its name has a timestamp, so no later backup has the same name.
+        let dead_backup = dir
+            .path()
+            .join(".config.toml.bak-20261201T035249Z.2147483646.qpek1g.ecr-auth-tmp");
+        for f in [&dead, &live, &other, &dead_backup] {
             fs::write(f, "half").unwrap();
         }
         write_atomic(&p, b"new", 0o600).unwrap();
         assert!(!dead.exists(), "a dead writer's leftover is removed");
+        assert!(!dead_backup.exists(), "so is a dead backup writer's");
         assert!(
             live.exists() && other.exists(),
             "in-flight and other files stay"

@@ -8,6 +8,10 @@
 //! Written by hand because cargo-fuzz needs a nightly toolchain, which this
 //! project's machines do not have; the mutations are the classic ones.
 
+mod broker;
+mod edits;
+mod inputs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -130,22 +134,57 @@ pub(crate) fn corpus(target: &str) -> Vec<Vec<u8>> {
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
 
-/// Runs `check` on the corpus and `cases` mutations.
+/// Runs `check` on the corpus and `cases` mutations, every case even after a
+/// failure (up to [`MAX_FAILURES`]), then prints one summary line —
+/// `fuzz <target>: <executions> executions, <failures> failures` — which
+/// `scripts/fuzz` reads, and fails with the first failing inputs shown.
 /// `check` panics (with the input shown) when a property fails.
 pub(crate) fn run(target: &str, cases: usize, seed: u64, check: impl Fn(&[u8])) {
     let seeds = corpus(target);
     assert!(!seeds.is_empty(), "empty corpus for {target}");
+    let mut executions = 0usize;
+    let mut failures: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut one = |input: &[u8], failures: &mut Vec<(Vec<u8>, String)>| {
+        executions += 1;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(input)));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            failures.push((input.to_vec(), message));
+        }
+    };
     for s in &seeds {
-        check(s);
+        one(s, &mut failures);
     }
     let mut rng = Rng::new(seed);
     for _ in 0..cases {
+        if failures.len() >= MAX_FAILURES {
+            break;
+        }
         let a = &seeds[rng.below(seeds.len())];
         let b = &seeds[rng.below(seeds.len())];
         let input = mutate(&mut rng, a, b);
-        check(&input);
+        one(&input, &mut failures);
+    }
+    eprintln!(
+        "fuzz {target}: {executions} executions, {} failures (seed {seed})",
+        failures.len()
+    );
+    if let Some((input, message)) = failures.first() {
+        let shown: String = String::from_utf8_lossy(input).chars().take(2000).collect();
+        panic!(
+            "fuzz {target}: {} of {executions} cases failed; the first: {message}\ninput ({} bytes): {shown:?}",
+            failures.len(),
+            input.len()
+        );
     }
 }
+
+/// A run stops generating cases after this many failures.
+pub(crate) const MAX_FAILURES: usize = 20;
 
 /// The number of generated cases per target: a few thousand in `cargo test`.
 pub(crate) fn cases() -> usize {
@@ -288,6 +327,36 @@ mod tests {
     #[test]
     fn fuzz_config_toml() {
         run("config", cases(), seed(), config_toml);
+    }
+
+    #[test]
+    fn fuzz_runner_config() {
+        run("runner_config", cases(), seed(), edits::runner_config);
+    }
+
+    #[test]
+    fn fuzz_docker_config() {
+        run("docker_config", cases(), seed(), edits::docker_config);
+    }
+
+    #[test]
+    fn fuzz_swarm_envfile() {
+        run("swarm_envfile", cases(), seed(), inputs::swarm_envfile);
+    }
+
+    #[test]
+    fn fuzz_docker_events() {
+        run("docker_events", cases(), seed(), inputs::docker_events);
+    }
+
+    #[test]
+    fn fuzz_gitlab_answers() {
+        run("gitlab_answers", cases(), seed(), inputs::gitlab_answers);
+    }
+
+    #[test]
+    fn fuzz_broker_requests() {
+        run("broker_requests", cases(), seed(), broker::broker_requests);
     }
 
     #[test]

@@ -12,10 +12,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// What any answer carries: the status and the whole body.
+/// What any answer carries: the status, the headers and the whole body.
 #[derive(Debug)]
 pub(crate) struct Response {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -60,13 +61,18 @@ impl Client {
                 .await
                 .map_err(|e| HttpError::Transport(crate::report::report(&e)))?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let body = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| HttpError::Transport(crate::report::report(&e)))?
                 .to_bytes();
-            Ok(Response { status, body })
+            Ok(Response {
+                status,
+                headers,
+                body,
+            })
         })
         .await;
         answer.unwrap_or(Err(HttpError::Timeout(self.timeout)))

@@ -359,6 +359,41 @@ pub async fn serve(
     refresher.abort();
 }
 
+/// The fuzz target's way in (tests only): `request`'s bytes on one in-memory
+/// connection, served exactly as a unix-socket client is served (the same
+/// [`connection`], the default limits). The client keeps its side open, as a
+/// real one does while it waits; returns every byte written back until the
+/// server closed the connection (on a paused clock its timeouts pass at once).
+#[cfg(test)]
+pub(crate) async fn serve_bytes(broker: Arc<Broker>, request: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ctx = Arc::new(Ctx {
+        broker,
+        metrics: Arc::new(Metrics::default()),
+        wake_refresher: Arc::new(Notify::new()),
+    });
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let served = tokio::spawn(connection(
+        server,
+        ctx,
+        Peer::default(),
+        true,
+        Limits::default(),
+        stop_rx,
+    ));
+    let (mut rd, mut wr) = tokio::io::split(client);
+    let mut answer = Vec::new();
+    let write = async {
+        let _ = wr.write_all(request).await;
+        wr
+    };
+    let read = rd.read_to_end(&mut answer);
+    let (_open, _) = tokio::join!(write, read);
+    let _ = served.await;
+    answer
+}
+
 /// The background refresh: [`Broker::refresh_step`] whenever a token reaches
 /// its refresh time, or a new one is served.
 async fn refresh_loop(broker: Arc<Broker>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {

@@ -102,6 +102,9 @@ pub(crate) struct Edited {
     pub text: String,
     /// `(runner name, changes)` for every selected runner.
     pub runners: Vec<(String, Vec<String>)>,
+    /// Where the selected runners are in `[[runners]]` (names need not be unique:
+    /// `gitlab-runner register` names every runner after the host).
+    pub selected: Vec<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +223,7 @@ fn edit_unchecked(text: &str, path: &str, req: &Request) -> Result<Edited, Runne
         picked
     };
     let mut report = Vec::new();
-    for i in selected {
+    for &i in &selected {
         let table = runners.get_mut(i).expect("index from this array");
         let mut changes = Vec::new();
         edit_runner(table, path, &names[i], req, &mut changes)?;
@@ -229,6 +232,7 @@ fn edit_unchecked(text: &str, path: &str, req: &Request) -> Result<Edited, Runne
     Ok(Edited {
         text: doc.to_string(),
         runners: report,
+        selected,
     })
 }
 
@@ -575,7 +579,6 @@ fn verify(
     if let Some(lost) = old_keys.difference(&new_keys).next() {
         return Err(fail(format!("lose `{lost}`")));
     }
-    let edited_names: Vec<&str> = edited.runners.iter().map(|(n, _)| n.as_str()).collect();
     let (Some(old_r), Some(new_r)) = (
         old.get("runners").and_then(|r| r.as_array()),
         new.get("runners").and_then(|r| r.as_array()),
@@ -591,8 +594,8 @@ fn verify(
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| format!("#{}", i + 1));
-        if !edited_names.contains(&name.as_str()) {
-            if o != n {
+        if !edited.selected.contains(&i) {
+            if !same(o, n) {
                 return Err(fail(format!(
                     "change runner {name:?}, which was not selected"
                 )));
@@ -623,6 +626,20 @@ fn verify(
         return Err(fail("change again on a second run".into()));
     }
     Ok(())
+}
+
+/// Equal values, where a float `nan` equals `nan` (TOML allows one, and `==`
+/// would call an untouched runner changed).
+fn same(a: &toml::Value, b: &toml::Value) -> bool {
+    use toml::Value::{Array, Float, Table};
+    match (a, b) {
+        (Float(x), Float(y)) => x == y || (x.is_nan() && y.is_nan()),
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y)),
+        (Table(x), Table(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 /// Every key path of a TOML value (`runners[0].docker.volumes[2]`).
@@ -789,6 +806,35 @@ mod tests {
         let env_str = "[[runners]]\n  name = \"a\"\n  environment = \"X=1\"\n";
         let e = edit(env_str, "c.toml", &req).unwrap_err().to_string();
         assert!(e.contains("`environment` must be an array"), "{e}");
+    }
+
+    #[test]
+    fn runners_of_the_same_name_are_told_apart() {
+        // Found by the runner_config fuzz target: the final check went by name,
+        // so a shell runner named like the docker one (both named after the
+        // host) had to be wired too, and the edit was refused.
+        let text = "[[runners]]\n  name = \"ip-10-0-1-23\"\n  executor = \"shell\"\n\n[[runners]]\n  name = \"ip-10-0-1-23\"\n  executor = \"docker\"\n";
+        let e = edit(text, "config.toml", &helpers(&[HOST])).unwrap();
+        assert_eq!(e.selected, [1]);
+        let (shell, docker) = e.text.split_at(e.text.rfind("[[runners]]").unwrap());
+        assert!(
+            !shell.contains(ENV_KEY) && docker.contains(ENV_KEY),
+            "{}",
+            e.text
+        );
+    }
+
+    #[test]
+    fn a_nan_in_a_runner_left_alone_is_not_a_change() {
+        // Found by the runner_config fuzz target: `nan != nan` made the final
+        // check refuse the edit ("please report this").
+        let text = "[[runners]]\n  name = \"d\"\n  executor = \"docker\"\n\n[[runners]]\n  name = \"s\"\n  executor = \"shell\"\n  x = nan\n  y = [-nan, 1.5]\n";
+        let e = edit(text, "config.toml", &helpers(&[HOST])).unwrap();
+        assert!(
+            e.text.ends_with("  x = nan\n  y = [-nan, 1.5]\n"),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

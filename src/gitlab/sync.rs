@@ -21,6 +21,11 @@ use super::variables::{ApiError, Owner, Settings, VariablesApi};
 /// born expired; a real one is good for hours).
 const MIN_INTERVAL: i64 = 60;
 
+/// The longest `Retry-After` honoured: an ECR token lives 12 h and is
+/// refreshed at half-life, so an hour's wait costs nothing; a longer request
+/// is more likely a misconfigured proxy, and is cut to this.
+pub(crate) const MAX_RETRY_AFTER: i64 = 3600;
+
 /// Which variable, and how to write it.
 #[derive(Clone, Debug)]
 pub(crate) struct Job {
@@ -54,6 +59,14 @@ pub(crate) enum SyncError {
 }
 
 impl SyncError {
+    /// When GitLab asked to be called again.
+    pub(crate) fn retry_after(&self) -> Option<super::variables::RetryAfter> {
+        match self {
+            SyncError::Api(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             SyncError::Api(e) => e.is_transient(),
@@ -86,8 +99,28 @@ impl TokenSource for RegistryTokens<'_> {
     }
 }
 
-/// One sync: read, merge, write if changed.
+/// How often a sync reads and writes again when someone else deleted or
+/// created the variable between its read and its write.
+const RACE_ATTEMPTS: usize = 3;
+
+/// One sync: read, merge, write if changed. A variable deleted behind our
+/// back (between the read and the write) is created again; one created behind
+/// our back is read again and merged into, never overwritten blind.
 pub(crate) fn sync_once(
+    job: &Job,
+    tokens: &[AuthToken],
+    api: &dyn VariablesApi,
+) -> Result<Outcome, SyncError> {
+    let mut attempt = 1;
+    loop {
+        match sync_attempt(job, tokens, api) {
+            Err(SyncError::Api(e)) if e.is_race() && attempt < RACE_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn sync_attempt(
     job: &Job,
     tokens: &[AuthToken],
     api: &dyn VariablesApi,
@@ -180,8 +213,13 @@ pub(crate) fn step(
         }
         Err(e) => {
             state.failures = state.failures.saturating_add(1);
+            let mut wait = backoff(state.failures, every, jitter);
+            // GitLab's Retry-After (429, 503) is a floor, never shortened by `every`.
+            if let Some(asked) = e.retry_after() {
+                wait = wait.max(asked.seconds_from(now).clamp(1, MAX_RETRY_AFTER));
+            }
             Step {
-                next_at: now + backoff(state.failures, every, jitter),
+                next_at: now + wait,
                 result: Err(e),
             }
         }
@@ -215,7 +253,10 @@ pub(crate) trait Waiter {
     fn jitter(&mut self) -> f64;
 }
 
-/// Runs until the waiter says stop, telling `log` what each turn did.
+/// Runs until the waiter says stop, telling `log` what each turn did. An
+/// error is told once, when it first appears or changes (a token without
+/// access fails every pass: one line saying what to do, not one per pass);
+/// the first success after failures says how many there were.
 pub(crate) fn run(
     job: &Job,
     every: i64,
@@ -226,32 +267,105 @@ pub(crate) fn run(
     log: &mut dyn FnMut(String),
 ) {
     let mut state = State::default();
+    let mut told: Option<String> = None;
     loop {
         let jitter = waiter.jitter();
+        let failures_before = state.failures;
         let s = step(&mut state, clock.now(), jitter, every, job, tokens, api);
         let when = crate::tokens::format_time(s.next_at);
         match &s.result {
-            Ok(o) => log(format!(
-                "{} on {}: {}; next refresh at {when}",
-                job.key,
-                job.owner,
-                describe(*o)
-            )),
-            Err(e) => log(format!(
-                "{} on {}: {e}; retrying at {when} (failure {} in a row{})",
-                job.key,
-                job.owner,
-                state.failures,
-                if e.is_transient() {
-                    ""
+            Ok(o) => {
+                let after = if failures_before > 0 {
+                    let s = if failures_before == 1 { "" } else { "s" };
+                    format!(" (after {failures_before} failure{s} in a row)")
                 } else {
-                    "; this needs a fix, not a wait"
+                    String::new()
+                };
+                told = None;
+                log(format!(
+                    "{} on {}: {}{after}; next refresh at {when}",
+                    job.key,
+                    job.owner,
+                    describe(*o)
+                ))
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if told.as_deref() != Some(message.as_str()) {
+                    log(failure_line(job, e, &when, state.failures));
+                    told = Some(message);
                 }
-            )),
+            }
         }
         if !waiter.wait_until(s.next_at, clock.now()) {
             log("stopping: SIGTERM or SIGINT received".into());
             return;
+        }
+    }
+}
+
+fn failure_line(job: &Job, e: &SyncError, when: &str, failures: u32) -> String {
+    format!(
+        "{} on {}: {e}; retrying at {when} (failure {failures} in a row{})",
+        job.key,
+        job.owner,
+        if e.is_transient() {
+            "; told once until it changes"
+        } else {
+            "; this needs a fix, not a wait; told once until it changes"
+        }
+    )
+}
+
+/// A one-shot sync tries this often in all when GitLab fails in a way that
+/// may pass (5xx, 429, the network)…
+const ONCE_ATTEMPTS: u32 = 3;
+/// …and waits at most this long for one retry (a longer `Retry-After` ends it).
+const ONCE_MAX_WAIT: i64 = 60;
+
+/// `sync-variable` without `--every` (a scheduled job): one sync, with a few
+/// retries of failures that may pass, by the same backoff and Retry-After as
+/// the daemon.
+pub(crate) fn once(
+    job: &Job,
+    tokens: &dyn TokenSource,
+    api: &dyn VariablesApi,
+    clock: &dyn Clock,
+    waiter: &mut dyn Waiter,
+    log: &mut dyn FnMut(String),
+) -> Result<Outcome, SyncError> {
+    let mut state = State::default();
+    loop {
+        let now = clock.now();
+        // `every` only caps the backoff here.
+        let s = step(
+            &mut state,
+            now,
+            waiter.jitter(),
+            ONCE_MAX_WAIT,
+            job,
+            tokens,
+            api,
+        );
+        let e = match s.result {
+            Ok(o) => return Ok(o),
+            Err(e) => e,
+        };
+        let wait = s.next_at - now;
+        // AWS errors have had their own retries inside the token service.
+        let gitlab_hiccup = matches!(&e, SyncError::Api(a) if a.is_transient());
+        if !gitlab_hiccup || state.failures >= ONCE_ATTEMPTS || wait > ONCE_MAX_WAIT {
+            return Err(e);
+        }
+        log(format!(
+            "{} on {}: {e}; retrying at {} (attempt {} of {ONCE_ATTEMPTS})",
+            job.key,
+            job.owner,
+            crate::tokens::format_time(s.next_at),
+            state.failures + 1
+        ));
+        if !waiter.wait_until(s.next_at, now) {
+            return Err(e);
         }
     }
 }
@@ -299,6 +413,28 @@ impl Waiter for SignalWaiter {
                 _ = int.recv() => false,
             }
         })
+    }
+
+    fn jitter(&mut self) -> f64 {
+        crate::backoff::random_draw()
+    }
+}
+
+/// A [`SignalWaiter`] made at the first wait.
+struct LazySignalWaiter(Option<SignalWaiter>);
+
+impl Waiter for LazySignalWaiter {
+    fn wait_until(&mut self, at: i64, now: i64) -> bool {
+        if self.0.is_none() {
+            match SignalWaiter::new() {
+                Ok(w) => self.0 = Some(w),
+                Err(e) => {
+                    tracing::warn!("cannot install the SIGTERM handler, so not retrying: {e}");
+                    return false;
+                }
+            }
+        }
+        self.0.as_mut().is_some_and(|w| w.wait_until(at, now))
     }
 
     fn jitter(&mut self) -> f64 {
@@ -379,7 +515,6 @@ pub(crate) fn command(
     let job = &req.job;
     match every {
         None => {
-            let t = source.tokens()?;
             if let (Some(login), Some(session)) = (&req.role, &session) {
                 writeln!(
                     notes,
@@ -387,7 +522,12 @@ pub(crate) fn command(
                     login.role_arn
                 )?;
             }
-            let outcome = sync_once(job, &t, &api)?;
+            // Handlers only once a retry waits: until then SIGTERM (a cancelled
+            // job) ends a one-shot sync at once, as it always did.
+            let mut waiter = LazySignalWaiter(None);
+            let outcome = once(job, &source, &api, &*clock, &mut waiter, &mut |line| {
+                let _ = writeln!(notes, "ecr-auth: {line}");
+            })?;
             writeln!(
                 notes,
                 "ecr-auth: {} on {}: {}",
@@ -415,237 +555,4 @@ pub(crate) fn command(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::cell::RefCell;
-
-    use super::*;
-    use crate::gitlab::variables::Variable;
-    use crate::registry::Host;
-    use crate::tokens::Origin;
-
-    fn token(host: &str, pw: &str, issued: i64) -> AuthToken {
-        AuthToken {
-            host: Host::parse(host).unwrap(),
-            username: "AWS".into(),
-            password: Secret::new(pw.into()),
-            issued_at: issued,
-            expires_at: issued + 43_200,
-            proxy_endpoint: None,
-            origin: Origin::Aws,
-        }
-    }
-
-    /// An in-memory variable store with GitLab's semantics, and a failure switch.
-    #[derive(Default)]
-    struct Store {
-        var: RefCell<Option<Variable>>,
-        writes: RefCell<Vec<(&'static str, Settings)>>,
-        fail: RefCell<Option<u16>>,
-        /// Fail this many reads, then answer.
-        fail_times: RefCell<u32>,
-    }
-
-    impl VariablesApi for Store {
-        fn get(&self, _: &Owner, _: &str, _: &str) -> Result<Option<Variable>, ApiError> {
-            let failing = *self.fail_times.borrow() > 0;
-            if failing {
-                *self.fail_times.borrow_mut() -= 1;
-            }
-            if let Some(status) = self.fail.borrow().or(failing.then_some(503)) {
-                return Err(ApiError::Server {
-                    method: "GET".into(),
-                    url: "u".into(),
-                    status,
-                });
-            }
-            Ok(self.var.borrow().clone())
-        }
-        fn create(&self, _: &Owner, key: &str, s: &Settings) -> Result<(), ApiError> {
-            self.writes.borrow_mut().push(("create", s.clone()));
-            *self.var.borrow_mut() = Some(Variable {
-                key: key.into(),
-                value: s.value.clone(),
-                protected: s.protected,
-                masked: s.masked,
-                raw: s.raw,
-                environment_scope: s.environment_scope.clone(),
-            });
-            Ok(())
-        }
-        fn update(&self, o: &Owner, key: &str, s: &Settings) -> Result<(), ApiError> {
-            self.create(o, key, s)?;
-            self.writes.borrow_mut().last_mut().unwrap().0 = "update";
-            Ok(())
-        }
-    }
-
-    struct Fixed(Vec<AuthToken>);
-    impl TokenSource for Fixed {
-        fn tokens(&self) -> Result<Vec<AuthToken>, SyncError> {
-            Ok(self.0.clone())
-        }
-    }
-
-    fn job() -> Job {
-        Job {
-            owner: Owner::Project("g/p".into()),
-            key: "DOCKER_AUTH_CONFIG".into(),
-            environment_scope: "*".into(),
-            protected: None,
-            masked: Some(true),
-        }
-    }
-
-    #[test]
-    fn creates_then_merges_then_leaves_alone() {
-        let store = Store::default();
-        let now = 1_000_000;
-        let src = Fixed(vec![token("1.dkr.ecr.eu-west-1.amazonaws.com", "pw", now)]);
-        let mut state = State::default();
-        let s = step(&mut state, now, 0.5, 3600, &job(), &src, &store);
-        assert_eq!(s.result.unwrap(), Outcome::Created);
-        assert_eq!(s.next_at, now + 3600, "every caps the wait");
-        let w = store.writes.borrow()[0].1.clone();
-        assert!(w.masked && w.raw && !w.value.expose().contains(' '));
-        // someone adds another registry to the variable; ours is refreshed, theirs stays
-        store.var.borrow_mut().as_mut().unwrap().value =
-            Secret::new(r#"{"auths":{"other.example":{"auth":"eDp5"},"1.dkr.ecr.eu-west-1.amazonaws.com":{"auth":"old"}}}"#.into());
-        let s = step(&mut state, now + 3600, 0.5, 86_400, &job(), &src, &store);
-        assert_eq!(s.result.unwrap(), Outcome::Updated);
-        assert_eq!(s.next_at, now + 21_600, "half of the token's 12 h");
-        let v = store.var.borrow().clone().unwrap();
-        assert_eq!(
-            v.value.expose(),
-            r#"{"auths":{"other.example":{"auth":"eDp5"},"1.dkr.ecr.eu-west-1.amazonaws.com":{"auth":"QVdTOnB3"}}}"#
-        );
-        let s = step(&mut state, now + 7200, 0.5, 86_400, &job(), &src, &store);
-        assert_eq!(s.result.unwrap(), Outcome::Unchanged);
-        assert_eq!(store.writes.borrow().len(), 2);
-    }
-
-    #[test]
-    fn backs_off_with_jitter_and_recovers() {
-        let store = Store::default();
-        *store.fail.borrow_mut() = Some(502);
-        let src = Fixed(vec![token("1.dkr.ecr.eu-west-1.amazonaws.com", "pw", 0)]);
-        let mut state = State::default();
-        let mut waits = Vec::new();
-        for _ in 0..8 {
-            let s = step(&mut state, 0, 0.0, 3600, &job(), &src, &store);
-            assert!(s.result.unwrap_err().is_transient());
-            waits.push(s.next_at);
-        }
-        // Backoff::DAEMON, in whole seconds: 0.5 s rounds up to 1.
-        assert_eq!(waits, vec![1, 1, 2, 4, 8, 16, 32, 64]);
-        assert_eq!(state.failures, 8);
-        // jitter spreads within [cap/2, cap)
-        assert_eq!(backoff(4, 3600, 0.0), 4);
-        assert_eq!(backoff(4, 3600, 0.99), 8);
-        assert_eq!(backoff(30, 120, 0.0), 60, "never longer than every");
-        assert_eq!(
-            backoff(30, 86_400, 0.0),
-            150,
-            "at most Backoff::DAEMON's 5 minutes"
-        );
-        *store.fail.borrow_mut() = None;
-        let s = step(&mut state, 100, 0.0, 3600, &job(), &src, &store);
-        assert!(s.result.is_ok());
-        assert_eq!(state.failures, 0);
-    }
-
-    #[test]
-    fn expired_tokens_do_not_spin() {
-        // moto's tokens expired in 2015: half-life is in the past
-        let t = vec![token(
-            "1.dkr.ecr.eu-west-1.amazonaws.com",
-            "pw",
-            1_400_000_000,
-        )];
-        assert_eq!(
-            next_after_success(1_700_000_000, &t, 3600),
-            1_700_000_000 + MIN_INTERVAL
-        );
-    }
-
-    /// Moves the injected clock to each wake-up time instead of sleeping.
-    struct Jump {
-        clock: std::sync::Arc<crate::clock::ManualClock>,
-        waits: Vec<i64>,
-        stop_after: usize,
-    }
-
-    impl Waiter for Jump {
-        fn wait_until(&mut self, at: i64, now: i64) -> bool {
-            self.waits.push(at - now);
-            self.clock.set(at.max(now));
-            self.waits.len() < self.stop_after
-        }
-        fn jitter(&mut self) -> f64 {
-            0.0
-        }
-    }
-
-    #[test]
-    fn the_loop_backs_off_on_its_clock_then_refreshes_at_half_life() {
-        let start = 1_700_000_000;
-        let clock = crate::clock::ManualClock::new(start);
-        let store = Store::default();
-        *store.fail_times.borrow_mut() = 3;
-        let src = Fixed(vec![token(
-            "1.dkr.ecr.eu-west-1.amazonaws.com",
-            "pw",
-            start,
-        )]);
-        let mut waiter = Jump {
-            clock: clock.clone(),
-            waits: Vec::new(),
-            stop_after: 6,
-        };
-        let mut log = Vec::new();
-        run(
-            &job(),
-            86_400,
-            &src,
-            &store,
-            &*clock,
-            &mut waiter,
-            &mut |l| log.push(l),
-        );
-        // Three failures: 1 s, 1 s, 2 s (Backoff::DAEMON, no jitter); then the
-        // variable is created and the next refresh is at half the token's
-        // 12 h (from the clock's now), then again `every`-capped refreshes.
-        assert_eq!(waiter.waits[..4], [1, 1, 2, 21_600 - 4]);
-        assert_eq!(store.writes.borrow()[0].0, "create");
-        assert!(log[0].contains("(failure 1 in a row)"), "{log:?}");
-        assert!(log[2].contains("(failure 3 in a row)"), "{log:?}");
-        assert!(
-            log[3].contains("created; next refresh at 2023-11-15T04:13:20Z"),
-            "{log:?}"
-        );
-        assert_eq!(log.last().unwrap(), "stopping: SIGTERM or SIGINT received");
-        assert_eq!(clock.now(), start + waiter.waits.iter().sum::<i64>());
-    }
-
-    #[test]
-    fn an_unreadable_current_value_is_not_overwritten() {
-        let store = Store::default();
-        store
-            .create(
-                &job().owner,
-                "DOCKER_AUTH_CONFIG",
-                &Settings {
-                    value: Secret::new("not json".into()),
-                    protected: true,
-                    masked: false,
-                    raw: false,
-                    environment_scope: "*".into(),
-                },
-            )
-            .unwrap();
-        let src = Fixed(vec![token("1.dkr.ecr.eu-west-1.amazonaws.com", "pw", 0)]);
-        let e = sync_once(&job(), &src.0, &store).unwrap_err();
-        assert!(!e.is_transient());
-        assert!(e.to_string().contains("fix or delete the variable"), "{e}");
-        assert_eq!(store.writes.borrow().len(), 1);
-    }
-}
+mod tests;

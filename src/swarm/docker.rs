@@ -621,7 +621,7 @@ impl EventStream {
     }
 }
 
-fn parse_event(line: &[u8]) -> Option<ServiceEvent> {
+pub(crate) fn parse_event(line: &[u8]) -> Option<ServiceEvent> {
     #[derive(Deserialize)]
     struct Event {
         #[serde(rename = "Type", default)]

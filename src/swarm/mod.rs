@@ -20,7 +20,7 @@
 
 mod api;
 pub mod docker;
-mod envfile;
+pub(crate) mod envfile;
 mod events;
 pub(crate) mod image;
 pub mod metrics;

@@ -1,7 +1,9 @@
 //! Crash consistency: ecr-auth killed with SIGKILL at random moments while it
-//! writes. Afterwards every file is the old or the new version, whole, parses and
-//! keeps its mode; a leftover temporary file is never read as real and the next
-//! run sweeps it.
+//! writes — the token cache, a runner's config.toml (`configure gitlab-runner`),
+//! a Docker config.json and containers auth.json (`configure docker`), a dotenv
+//! file (`auth-config --output`), and the binaries (`install`). Afterwards every
+//! file is the old or the new version, whole, parses and keeps its mode; a
+//! leftover temporary file is never read as real and the next run sweeps it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -195,4 +197,357 @@ pub fn write_0600(path: &Path, bytes: &[u8]) {
     fs::write(&tmp, bytes).unwrap();
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).unwrap();
     fs::rename(&tmp, path).unwrap();
+}
+
+// ---- the files ecr-auth writes for users --------------------------------------
+
+/// What is at a path: a file's bytes, a symlink's target, or nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Content {
+    Bytes(Vec<u8>),
+    Link(PathBuf),
+}
+
+fn content(path: &Path) -> Option<Content> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    Some(if meta.file_type().is_symlink() {
+        Content::Link(fs::read_link(path).unwrap())
+    } else {
+        Content::Bytes(fs::read(path).unwrap())
+    })
+}
+
+/// A file a crash case watches: its old version (`None`: absent), the mode a
+/// regular file there must have, and how to tell that it parses.
+struct Watched {
+    path: PathBuf,
+    old: Option<Vec<u8>>,
+    mode: u32,
+    parses: fn(&[u8]) -> Result<(), String>,
+}
+
+fn toml_parses(b: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(b).map_err(|e| e.to_string())?;
+    toml::from_str::<toml::Table>(text)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn json_parses(b: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<serde_json::Value>(b)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// GitLab's dotenv rules: `KEY=VALUE` lines, keys `[A-Za-z0-9_]`, no blank line.
+fn dotenv_parses(b: &[u8]) -> Result<(), String> {
+    let text = std::str::from_utf8(b).map_err(|e| e.to_string())?;
+    if text.is_empty() || !text.ends_with('\n') {
+        return Err("empty or without a final newline".into());
+    }
+    for line in text.lines() {
+        let (k, _) = line
+            .split_once('=')
+            .ok_or(format!("not KEY=VALUE: {line:?}"))?;
+        if k.is_empty() || !k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+            return Err(format!("bad key {k:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn any_bytes(_: &[u8]) -> Result<(), String> {
+    Ok(())
+}
+
+/// Puts the old versions back (whole, by rename, as a user's editor would) and
+/// removes backups; leaves any temporary file a killed run left.
+fn put_back(files: &[Watched]) {
+    for w in files {
+        let _ = fs::remove_file(&w.path);
+        if let Some(old) = &w.old {
+            let tmp = w.path.with_extension("test-tmp");
+            fs::write(&tmp, old).unwrap();
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(w.mode)).unwrap();
+            fs::rename(&tmp, &w.path).unwrap();
+        }
+        for b in backups(&w.path) {
+            fs::remove_file(b).unwrap();
+        }
+    }
+}
+
+/// `NAME.bak-…` beside `path` (the backups `configure` keeps).
+fn backups(path: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.bak-", path.file_name().unwrap().to_string_lossy());
+    fs::read_dir(path.parent().unwrap())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills `cmd` at [`RUNS`] random moments while it writes `files` (each put back
+/// to its old version first) and checks after each kill that every file is its
+/// old or its new version byte for byte, parses, has its mode; that a backup is
+/// a whole copy of the old version; then that one more uninterrupted run leaves
+/// no temporary file in `dirs`. Prints the figures.
+fn survives_sigkill(
+    name: &str,
+    seed: u64,
+    files: &[Watched],
+    dirs: &[&Path],
+    cmd: &dyn Fn() -> Command,
+) {
+    let tmp_files = || -> Vec<PathBuf> { dirs.iter().flat_map(|d| leftovers(d)).collect() };
+    put_back(files);
+    let old: Vec<Option<Content>> = files.iter().map(|w| content(&w.path)).collect();
+    time_of(&mut cmd(), "");
+    let new: Vec<Option<Content>> = files.iter().map(|w| content(&w.path)).collect();
+    assert_ne!(
+        old, new,
+        "{name}: the command changed nothing; the case would prove nothing"
+    );
+    // Kill moments spread over a whole run, as long as one takes here.
+    let mut runs: Vec<Duration> = (0..3)
+        .map(|_| {
+            put_back(files);
+            time_of(&mut cmd(), "")
+        })
+        .collect();
+    runs.sort();
+    let span = runs[1].mul_f64(1.2);
+    let mut moments = Moments::new(seed);
+    let (mut killed, mut mid_write) = (0, 0);
+    let mut olds = vec![0; files.len()];
+    let mut news = vec![0; files.len()];
+    for run in 0..RUNS {
+        put_back(files);
+        if kill_after(&mut cmd(), "", moments.next(span)) {
+            killed += 1;
+        }
+        for (i, w) in files.iter().enumerate() {
+            let now = content(&w.path);
+            if now == old[i] {
+                olds[i] += 1;
+            } else if now == new[i] {
+                news[i] += 1;
+            } else {
+                panic!(
+                    "{name}, run {run}: {} is neither the old nor the new version: {now:?}",
+                    w.path.display()
+                );
+            }
+            if let Some(Content::Bytes(b)) = &now {
+                (w.parses)(b).unwrap_or_else(|e| {
+                    panic!(
+                        "{name}, run {run}: {} does not parse: {e}",
+                        w.path.display()
+                    )
+                });
+                let mode = fs::metadata(&w.path).unwrap().permissions().mode() & 0o7777;
+                assert_eq!(
+                    mode,
+                    w.mode,
+                    "{name}, run {run}: the mode of {}",
+                    w.path.display()
+                );
+            }
+            for b in backups(&w.path) {
+                assert_eq!(
+                    fs::read(&b).ok().as_ref(),
+                    w.old.as_ref(),
+                    "{name}, run {run}: the backup {} is not the old version",
+                    b.display()
+                );
+            }
+        }
+        if !tmp_files().is_empty() {
+            mid_write += 1;
+        }
+    }
+    assert!(
+        killed > RUNS / 10,
+        "{name}: only {killed} of {RUNS} runs were killed mid-way"
+    );
+    assert!(
+        news.iter().any(|n| *n > 0),
+        "{name}: no run got as far as writing"
+    );
+    // The next run sweeps what killed writers left: make sure something is
+    // left (a run killed inside a write), then run once more to the end.
+    let mut extra = 0;
+    while tmp_files().is_empty() {
+        extra += 1;
+        assert!(
+            extra <= 100,
+            "{name}: no kill left a temporary file to sweep"
+        );
+        put_back(files);
+        kill_after(&mut cmd(), "", moments.next(span));
+    }
+    let left = tmp_files().len();
+    put_back(files);
+    time_of(&mut cmd(), "");
+    assert_eq!(
+        tmp_files(),
+        Vec::<PathBuf>::new(),
+        "{name}: leftovers after a whole run"
+    );
+    for (i, w) in files.iter().enumerate() {
+        assert_eq!(
+            content(&w.path),
+            new[i],
+            "{name}: {} after a whole run",
+            w.path.display()
+        );
+    }
+    let per_file: Vec<String> = files
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            format!(
+                "{} {} old/{} new",
+                w.path.file_name().unwrap().to_string_lossy(),
+                olds[i],
+                news[i]
+            )
+        })
+        .collect();
+    eprintln!(
+        "crash: {name}: {RUNS} runs, {killed} killed before finishing, {mid_write} left a temporary file (killed mid-write), {left} temporary files swept by the next run; {}; 0 torn, 0 lost",
+        per_file.join(", ")
+    );
+}
+
+const REGISTRY: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+
+#[test]
+fn a_runner_config_toml_survives_sigkill_mid_write() {
+    let tmp = TempDir::new("crash-runner");
+    let fixture = common::repo_root()
+        .join("tests/data/gitlab/runner-config/05-comments-multiline/config.toml");
+    let files = [
+        Watched {
+            path: tmp.join("config.toml"),
+            old: Some(fs::read(fixture).unwrap()),
+            // Not the default 0600: an edit keeps the file's own mode.
+            mode: 0o640,
+            parses: toml_parses,
+        },
+        Watched {
+            path: tmp.join("job-docker-config.json"),
+            old: None,
+            mode: 0o644,
+            parses: json_parses,
+        },
+    ];
+    survives_sigkill("runner config.toml", 2, &files, &[tmp.path()], &|| {
+        let mut cmd = Command::new(common::bin());
+        cmd.env("HOME", tmp.path())
+            .env_remove("ECR_AUTH_CONFIG")
+            .args(["configure", "gitlab-runner", "--runner-config"])
+            .arg(tmp.join("config.toml"))
+            .args(["--registry", REGISTRY, "--jobs", "--job-docker-config"])
+            .arg(tmp.join("job-docker-config.json"))
+            .arg("--helper-path")
+            .arg(tmp.join("docker-credential-ecr-login"));
+        cmd
+    });
+}
+
+#[test]
+fn a_docker_config_json_survives_sigkill_mid_write() {
+    let tmp = TempDir::new("crash-docker");
+    let docker = tmp.join("docker");
+    fs::create_dir_all(&docker).unwrap();
+    let existing = br#"{"auths":{"registry.example.com":{"auth":"dXNlcjpwYXNz"}},"credsStore":"desktop","proxies":{"default":{"noProxy":"127.0.0.1"}}}"#;
+    let files = [
+        Watched {
+            path: docker.join("config.json"),
+            old: Some(existing.to_vec()),
+            mode: 0o600,
+            parses: json_parses,
+        },
+        Watched {
+            path: docker.join("auth.json"),
+            old: Some(br#"{"auths":{"quay.io":{"auth":"cTpx"}}}"#.to_vec()),
+            mode: 0o600,
+            parses: json_parses,
+        },
+    ];
+    survives_sigkill("docker config.json", 3, &files, &[&docker], &|| {
+        let mut cmd = Command::new(common::bin());
+        cmd.env("HOME", tmp.path())
+            .env_remove("ECR_AUTH_CONFIG")
+            .args(["configure", "docker", "--config-dir"])
+            .arg(&docker)
+            .arg("--auth-file")
+            .arg(docker.join("auth.json"))
+            .args(["--registry", REGISTRY]);
+        cmd
+    });
+}
+
+#[test]
+fn a_dotenv_file_survives_sigkill_mid_write() {
+    let ts = TokenServer::start();
+    let tmp = TempDir::new("crash-dotenv");
+    let out = tmp.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let files = [Watched {
+        path: out.join("ecr.env"),
+        old: Some(b"DOCKER_AUTH_CONFIG={\"auths\":{}}\n".to_vec()),
+        mode: 0o600,
+        parses: dotenv_parses,
+    }];
+    let cmd = || {
+        let mut cmd = Command::new(common::bin());
+        common::apply_aws_env(&mut cmd, &ts.endpoint)
+            .env("HOME", tmp.path())
+            .env("ECR_AUTH_CACHE_DIR", tmp.join("cache"))
+            .env_remove("ECR_AUTH_CONFIG")
+            .env_remove("AWS_ECR_DISABLE_CACHE")
+            .args(["auth-config", "--format", "dotenv", "--output"])
+            .arg(out.join("ecr.env"))
+            .arg(REGISTRY);
+        cmd
+    };
+    survives_sigkill("dotenv file", 4, &files, &[&out], &cmd);
+    // One token for all the runs: the cache answered, AWS was asked once.
+    assert_eq!(ts.calls(), 1);
+}
+
+#[test]
+fn install_survives_sigkill_mid_copy() {
+    let tmp = TempDir::new("crash-install");
+    let dir = tmp.join("bin");
+    fs::create_dir_all(&dir).unwrap();
+    // The small static binary: a debug build is hundreds of megabytes.
+    let bin = common::static_bin();
+    let old = b"#!/bin/sh\necho an older ecr-auth\n".to_vec();
+    let files: Vec<Watched> = [
+        "ecr-auth",
+        "docker-credential-ecr-login",
+        "docker-credential-ecr-auth",
+    ]
+    .iter()
+    .map(|n| Watched {
+        path: dir.join(n),
+        old: Some(old.clone()),
+        mode: 0o755,
+        parses: any_bytes,
+    })
+    .collect();
+    survives_sigkill("install", 5, &files, &[&dir], &|| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["install", "--dir"]).arg(&dir);
+        cmd
+    });
+    // What a whole run installed runs.
+    let out = common::run_ok(Command::new(dir.join("docker-credential-ecr-login")).arg("version"));
+    assert!(out.contains("ecr-auth"), "{out}");
 }

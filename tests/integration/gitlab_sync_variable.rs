@@ -12,8 +12,18 @@
 //! be one line without white space, 8+ characters, and (unless `raw`) only
 //! Base64-alphabet characters plus `@:.~-_` — otherwise 400
 //! `{"message":{"value":["is invalid"]}}`. `strict_masking` plays an older
-//! GitLab that applies the character rule to raw values too. Everything else
-//! in these tests is real: the binary, and ECR tokens from the lab token server.
+//! GitLab that applies the character rule to raw values too. Misbehaving the
+//! way GitLab documents it may: `429 Too Many Requests` with a `Retry-After`
+//! header (docs.gitlab.com/ee/security/rate_limits.html, user/admin_area/
+//! settings/user_and_ip_rate_limits.html: "Retry-After" in seconds), 5xx
+//! while an instance is degraded, 403 for a user without the Maintainer role,
+//! and a variable deleted by someone else between our GET and our PUT (404
+//! Variable Not Found on the PUT). Beyond GitLab's behaviour, the double is a
+//! witness: it records when each request came and checks that every PUT/POST
+//! body is a whole document (all documented fields, a value that is a complete
+//! Docker config whose every `auth` decodes to `user:password`), so the tests can
+//! prove that what we write is never partial. Everything else in these tests is
+//! real: the binary, and ECR tokens from the lab token server.
 
 use crate::common;
 use std::collections::BTreeMap;
@@ -42,6 +52,8 @@ struct Request {
     path: String,
     token: Option<String>,
     body: serde_json::Value,
+    /// When it arrived.
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -53,7 +65,15 @@ struct State {
     fail: Option<u16>,
     /// The next this many requests answer 503, then GitLab is back.
     fail_times: u32,
+    /// The next this many requests answer 429 with this `Retry-After`.
+    rate_limited: Option<(u32, String)>,
+    /// The token is valid, but its user lacks the Maintainer role: 403.
+    forbidden: bool,
+    /// Someone deletes the variable just before our next PUT.
+    delete_before_put: bool,
     strict_masking: bool,
+    /// Writes whose body was not a whole document, and why.
+    partial_writes: Vec<String>,
 }
 
 struct GitLabDouble {
@@ -104,6 +124,67 @@ impl GitLabDouble {
     fn clear_requests(&self) {
         self.state.lock().unwrap().requests.clear();
     }
+
+    /// Every PUT/POST so far carried a whole document; returns how many there were.
+    fn assert_writes_whole(&self) -> usize {
+        let st = self.state.lock().unwrap();
+        assert_eq!(st.partial_writes, Vec::<String>::new(), "partial writes");
+        st.requests
+            .iter()
+            .filter(|r| r.method == "PUT" || r.method == "POST")
+            .count()
+    }
+}
+
+/// Why a PUT/POST body is not a whole variable document, if it is not.
+fn partial(method: &str, body: &serde_json::Value) -> Option<String> {
+    let o = body.as_object()?;
+    for (field, ok) in [
+        ("value", o.get("value").is_some_and(|v| v.is_string())),
+        (
+            "variable_type",
+            o.get("variable_type").is_some_and(|v| v == "env_var"),
+        ),
+        (
+            "protected",
+            o.get("protected").is_some_and(|v| v.is_boolean()),
+        ),
+        ("masked", o.get("masked").is_some_and(|v| v.is_boolean())),
+        ("raw", o.get("raw").is_some_and(|v| v.is_boolean())),
+        (
+            "environment_scope",
+            o.get("environment_scope").is_some_and(|v| v.is_string()),
+        ),
+        (
+            "key",
+            method != "POST" || o.get("key").is_some_and(|v| v.is_string()),
+        ),
+    ] {
+        if !ok {
+            return Some(format!("{method} without a valid `{field}`: {body}"));
+        }
+    }
+    let value = o["value"].as_str().unwrap_or("");
+    let doc: serde_json::Value = match serde_json::from_str(value) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("{method}: the value is not JSON ({e}): {value:?}")),
+    };
+    let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else {
+        return Some(format!("{method}: the value has no `auths`: {value:?}"));
+    };
+    for (host, entry) in auths {
+        let auth = entry.get("auth").and_then(|a| a.as_str()).unwrap_or("");
+        let decoded = String::from_utf8(common::base64_decode(auth)).unwrap_or_default();
+        match decoded.split_once(':') {
+            Some((user, pw)) if !user.is_empty() && !pw.is_empty() => {}
+            _ => {
+                return Some(format!(
+                    "{method}: `auths.{host}.auth` is not user:password"
+                ))
+            }
+        }
+    }
+    None
 }
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
@@ -137,24 +218,31 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             .unwrap_or(0);
         let mut body = vec![0; len];
         reader.read_exact(&mut body).unwrap();
-        let (status, answer) = handle(
+        let (status, mut answer) = handle(
             state,
             &method,
             &target,
             headers.get("private-token").cloned(),
             &body,
         );
+        // A 429 says when to come back in a header (GitLab's rate limiter does).
+        let retry_after = match answer.as_object_mut().and_then(|o| o.remove("retry_after")) {
+            Some(v) => format!("Retry-After: {}\r\n", v.as_str().unwrap_or("")),
+            None => String::new(),
+        };
         let text = answer.to_string();
         let reason = match status {
             200 => "OK",
             201 => "Created",
             400 => "Bad Request",
             401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
+            429 => "Too Many Requests",
             _ => "Error",
         };
         let resp = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{retry_after}Content-Length: {}\r\n\r\n{text}",
             text.len()
         );
         if stream.write_all(resp.as_bytes()).is_err() {
@@ -206,7 +294,13 @@ fn handle(
         path: target.into(),
         token: token.clone(),
         body: body.clone(),
+        at: Instant::now(),
     });
+    if method == "PUT" || method == "POST" {
+        if let Some(why) = partial(method, &body) {
+            st.partial_writes.push(why);
+        }
+    }
     if let Some(status) = st.fail {
         return (status, json!({"message": format!("{status} Bad Gateway")}));
     }
@@ -214,8 +308,19 @@ fn handle(
         st.fail_times -= 1;
         return (503, json!({"message": "503 Service Unavailable"}));
     }
+    if let Some((times, retry_after)) = st.rate_limited.clone() {
+        st.rate_limited = (times > 1).then(|| (times - 1, retry_after.clone()));
+        // `serve` moves `retry_after` out of the body into the header.
+        return (
+            429,
+            json!({"message": "Retry later", "retry_after": retry_after}),
+        );
+    }
     if token.as_deref() != Some(TOKEN) {
         return (401, json!({"message": "401 Unauthorized"}));
+    }
+    if st.forbidden {
+        return (403, json!({"message": "403 Forbidden"}));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let filter = query
@@ -255,6 +360,9 @@ fn handle(
         ("PUT", 4) => {
             let key = segs[3].to_string();
             let scope = filter.unwrap_or("*".into());
+            if std::mem::take(&mut st.delete_before_put) {
+                st.vars.remove(&(owner.clone(), key.clone(), scope.clone()));
+            }
             let Some(old) = st
                 .vars
                 .get(&(owner.clone(), key.clone(), scope.clone()))
@@ -404,6 +512,7 @@ fn creates_merges_and_leaves_an_up_to_date_variable_alone() {
         common::output_text(&out)
     );
     assert_eq!(gitlab.methods(), vec!["GET"]);
+    gitlab.assert_writes_whole();
 }
 
 #[test]
@@ -449,6 +558,7 @@ fn scopes_groups_and_masking() {
     assert!(gitlab
         .var("projects/42", "DOCKER_AUTH_CONFIG", "*")
         .is_none());
+    assert!(gitlab.assert_writes_whole() >= 3);
 }
 
 #[test]
@@ -588,11 +698,13 @@ fn every_retries_after_a_failure_and_stops_on_sigterm() {
     assert!(
         lines[0].contains("GitLab failed (503)")
             && lines[0].contains("retrying at")
-            && lines[0].contains("(failure 1 in a row)"),
+            && lines[0].contains("(failure 1 in a row"),
         "{stderr}"
     );
     assert!(
-        lines[1].contains("DOCKER_AUTH_CONFIG on project 42: created; next refresh at"),
+        lines[1].contains(
+            "DOCKER_AUTH_CONFIG on project 42: created (after 1 failure in a row); next refresh at"
+        ),
         "{stderr}"
     );
     assert_eq!(lines[2], "ecr-auth: stopping: SIGTERM or SIGINT received");
@@ -651,4 +763,246 @@ fn a_scheduled_job_syncs_with_its_oidc_token() {
     // A job's OIDC token dies with the job: no daemon on it.
     let out = common::run(job().args(["--every", "1h"]));
     assert_eq!(out.status.code(), Some(2), "{}", common::output_text(&out));
+}
+
+/// A running `sync-variable --every`, its stderr collected line by line.
+struct Daemon {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    started: Instant,
+}
+
+impl Daemon {
+    fn start(cmd: &mut Command) -> Daemon {
+        let mut child = cmd
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ecr-auth");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            started: Instant::now(),
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration, cond: impl Fn() -> bool) {
+        while !cond() {
+            assert!(
+                self.started.elapsed() < limit,
+                "timed out waiting for {what}; stderr: {:#?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, and a clean exit.
+    fn stop(mut self) {
+        common::run_ok(Command::new("kill").args(["-TERM", &self.child.id().to_string()]));
+        let term = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                term.elapsed() < Duration::from_secs(5),
+                "SIGTERM did not end it"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(0), "{:#?}", self.lines());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The unix time a log line's `retrying at <RFC 3339>` names.
+fn retrying_at(line: &str) -> i64 {
+    let at = line
+        .split("retrying at ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no retry time in {line:?}"));
+    humantime::parse_rfc3339(at)
+        .unwrap_or_else(|e| panic!("{at:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn a_429_is_waited_out_as_gitlab_asks() {
+    let ts = TokenServer::start();
+    let gitlab = GitLabDouble::start();
+    let tmp = TempDir::new("sync-429");
+    // One-shot: GitLab asks for 2 s (our own first backoff would be 1 s).
+    gitlab.state.lock().unwrap().rate_limited = Some((1, "2".into()));
+    let out = common::run(sync(&ts, &tmp, &gitlab).args(["--project", "42"]));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("rate of requests (429)")
+            && e.contains("(it asks to be called again in 2 s)")
+            && e.contains("(attempt 2 of 3)"),
+        "{e}"
+    );
+    assert_eq!(gitlab.methods(), vec!["GET", "GET", "POST"]);
+    let reqs = gitlab.requests();
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
+    assert_eq!(gitlab.assert_writes_whole(), 1);
+
+    // The daemon: GitLab asks for two minutes. Its retry is planned that far
+    // out (not at the 1 s backoff), and nothing is sent meanwhile.
+    gitlab.set_var(
+        "projects/42",
+        "DOCKER_AUTH_CONFIG",
+        "*",
+        Var {
+            value: "{}".into(),
+            protected: false,
+            masked: false,
+            raw: true,
+        },
+    );
+    gitlab.clear_requests();
+    gitlab.state.lock().unwrap().rate_limited = Some((1, "120".into()));
+    let daemon = Daemon::start(sync(&ts, &tmp, &gitlab).args(["--project", "42", "--every", "1h"]));
+    daemon.wait_for("the 429 to be told", Duration::from_secs(20), || {
+        daemon.lines().iter().any(|l| l.contains("(429)"))
+    });
+    let told = daemon
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("(429)"))
+        .unwrap();
+    let asked_at = common::now_unix();
+    let wait = retrying_at(&told) - asked_at;
+    assert!(
+        (118..=121).contains(&wait),
+        "plans its retry {wait} s out: {told}"
+    );
+    // A backoff-only loop would have asked again after a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(gitlab.methods(), vec!["GET"], "{:#?}", daemon.lines());
+    daemon.stop();
+}
+
+#[test]
+fn five_hundreds_are_retried_with_backoff_and_every_write_is_whole() {
+    let ts = TokenServer::start();
+    let gitlab = GitLabDouble::start();
+    let tmp = TempDir::new("sync-5xx");
+    const ECR2: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    gitlab.state.lock().unwrap().fail_times = 2;
+    let out = common::run(sync(&ts, &tmp, &gitlab).args(["--project", "42", "--registry", ECR2]));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        e.lines()
+            .filter(|l| l.contains("GitLab failed (503)"))
+            .count(),
+        2,
+        "{e}"
+    );
+    assert!(
+        e.contains("(attempt 3 of 3)") && e.contains("created"),
+        "{e}"
+    );
+    assert_eq!(gitlab.methods(), vec!["GET", "GET", "GET", "POST"]);
+    // Backoff::DAEMON in whole seconds: 1 s, then 1 or 2 s; never at once.
+    let reqs = gitlab.requests();
+    for w in reqs[..3].windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
+    }
+    // What was written is whole, with both registries.
+    assert_eq!(gitlab.assert_writes_whole(), 1);
+    let v = gitlab
+        .var("projects/42", "DOCKER_AUTH_CONFIG", "*")
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&v.value).unwrap();
+    assert_eq!(doc["auths"][ECR]["auth"], auth_of(&ts.password()));
+    assert_eq!(doc["auths"][ECR2]["auth"], auth_of(&ts.password()));
+}
+
+#[test]
+fn a_token_without_access_is_told_once_with_what_to_do() {
+    let ts = TokenServer::start();
+    let gitlab = GitLabDouble::start();
+    let tmp = TempDir::new("sync-403");
+    gitlab.state.lock().unwrap().forbidden = true;
+    let daemon = Daemon::start(sync(&ts, &tmp, &gitlab).args(["--project", "42", "--every", "1h"]));
+    // Three passes (1 s, 1 s, then 2 s of backoff), all refused.
+    daemon.wait_for("three refused passes", Duration::from_secs(20), || {
+        gitlab.methods().len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = daemon.lines();
+    let told: Vec<&String> = lines.iter().filter(|l| l.contains("403")).collect();
+    assert_eq!(told.len(), 1, "told once, not once per pass: {lines:#?}");
+    assert!(
+        told[0].contains("needs the Maintainer role")
+            && told[0].contains("this needs a fix, not a wait"),
+        "{}",
+        told[0]
+    );
+    assert!(!lines.iter().any(|l| l.contains(TOKEN)), "{lines:#?}");
+    assert!(gitlab
+        .var("projects/42", "DOCKER_AUTH_CONFIG", "*")
+        .is_none());
+    daemon.stop();
+}
+
+#[test]
+fn a_variable_deleted_behind_our_back_is_created_again() {
+    let ts = TokenServer::start();
+    let gitlab = GitLabDouble::start();
+    let tmp = TempDir::new("sync-deleted");
+    let theirs = format!(r#"{{"auths":{{"{ECR}":{{"auth":"{}"}}}}}}"#, auth_of("old"));
+    gitlab.set_var(
+        "projects/42",
+        "DOCKER_AUTH_CONFIG",
+        "*",
+        Var {
+            value: theirs,
+            protected: true,
+            masked: false,
+            raw: true,
+        },
+    );
+    // Someone deletes it between our GET and our PUT.
+    gitlab.state.lock().unwrap().delete_before_put = true;
+    let out = common::run(sync(&ts, &tmp, &gitlab).args(["--project", "42"]));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DOCKER_AUTH_CONFIG on project 42: created"),
+        "{}",
+        common::output_text(&out)
+    );
+    // Read, update (404: gone), read again (404), create.
+    assert_eq!(gitlab.methods(), vec!["GET", "PUT", "GET", "POST"]);
+    let v = gitlab
+        .var("projects/42", "DOCKER_AUTH_CONFIG", "*")
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&v.value).unwrap();
+    assert_eq!(doc["auths"][ECR]["auth"], auth_of(&ts.password()));
+    assert_eq!(gitlab.assert_writes_whole(), 2);
 }

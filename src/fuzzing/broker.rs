@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 
 use crate::broker::allow::AllowList;
 use crate::broker::server::serve_bytes;
-use crate::broker::Broker;
+use crate::broker::{Broker, Scopes};
 use crate::clock::ManualClock;
 use crate::config::Config;
 use crate::env::Env;
@@ -68,7 +68,7 @@ fn broker() -> &'static (tokio::runtime::Runtime, Arc<Broker>) {
             false,
         )
         .expect("an allow-list");
-        (rt, Broker::new(tokens, allow, None))
+        (rt, Broker::new(tokens, allow, Scopes::default()))
     })
 }
 

@@ -15,15 +15,20 @@
 //! come from `argv`, because on musl `std::env::args()` is filled only by Rust's
 //! start-up.
 
-#![no_main]
-
-use std::ffi::{c_char, c_int, CStr, OsString};
-use std::os::unix::ffi::OsStringExt;
+// Under `cargo test` the test harness brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
 /// # Safety
 /// Called once by the C runtime, with `argc` valid strings in `argv`.
+#[cfg(not(test))]
 #[no_mangle]
-pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn main(
+    argc: std::ffi::c_int,
+    argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    use std::ffi::{CStr, OsString};
+    use std::os::unix::ffi::OsStringExt;
+
     ecr_auth::hardening::apply();
     let args: Vec<OsString> = (0..usize::try_from(argc).unwrap_or(0))
         .filter_map(|i| {

@@ -4,8 +4,6 @@
 //! `swarm_daemon::every_survives_a_dockerd_restart`.) The slow daemon and the broken
 //! stream are a loopback proxy in front of the real socket ([`DockerProxy`]).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common;
@@ -17,10 +15,7 @@ use crate::swarm_support::{get, wait_until, DockerProxy, Lab, CONVERGE};
 #[test]
 fn a_service_deleted_or_changed_mid_pass() {
     use ecr_auth::swarm::docker::{Docker, DockerError, Role, Service};
-    use ecr_auth::swarm::metrics::Metrics;
-    use ecr_auth::swarm::refresh::Selection;
-    use ecr_auth::swarm::schedule::Schedule;
-    use ecr_auth::swarm::{step, Settings, State, SwarmApi, Turn};
+    use ecr_auth::swarm::{SwarmApi, Turn};
 
     /// The real daemon; someone else acts right after the list is read.
     struct Meddled<'a> {
@@ -81,27 +76,12 @@ fn a_service_deleted_or_changed_mid_pass() {
     let before: Vec<u64> = names.iter().map(|n| lab.version(n)).collect();
     let tokens = lab.in_process_tokens();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let turn = rt.block_on(async {
-        let docker = Docker::connect(&lab.docker.host, Arc::new(AtomicU64::new(0)))
-            .await
-            .unwrap();
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let settings = Settings {
-            schedule: Schedule::Once,
-            selection: Selection::default(),
-            dry_run: false,
-        };
-        let mut state = State::new(settings, Metrics::new(), stop);
-        let api = Meddled {
-            docker: &docker,
-            lab: &lab,
-        };
-        step(&mut state, tokens.now(), &api, &tokens).await.turn
-    });
+    let (rt, docker) = lab.docker_client();
+    let api = Meddled {
+        docker: &docker,
+        lab: &lab,
+    };
+    let turn = rt.block_on(crate::swarm_support::one_pass(&api, &tokens));
     let Turn::Pass(report) = turn else {
         panic!("no pass: {turn:?}")
     };

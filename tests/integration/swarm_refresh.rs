@@ -2,8 +2,6 @@
 //! registry that accepts only the current ECR password, and the lab token endpoint.
 
 use crate::common;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 
 use crate::swarm_support::{wait_until, Lab, CONVERGE};
 
@@ -313,10 +311,7 @@ fn changed<'a>(names: &[&'a str], before: &[u64], after: &[u64]) -> Vec<&'a str>
 #[test]
 fn update_out_of_sequence_is_retried() {
     use ecr_auth::swarm::docker::{Docker, DockerError, Role, Service};
-    use ecr_auth::swarm::metrics::Metrics;
-    use ecr_auth::swarm::refresh::Selection;
-    use ecr_auth::swarm::schedule::Schedule;
-    use ecr_auth::swarm::{step, Settings, State, SwarmApi, Turn};
+    use ecr_auth::swarm::{SwarmApi, Turn};
 
     /// The real daemon, except that the service list it returns is read *before*
     /// someone else's update lands.
@@ -369,27 +364,12 @@ fn update_out_of_sequence_is_retried() {
     let tokens = lab.in_process_tokens();
     let calls_before = lab.tokens.calls();
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let turn = rt.block_on(async {
-        let docker = Docker::connect(&lab.docker.host, Arc::new(AtomicU64::new(0)))
-            .await
-            .unwrap();
-        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let settings = Settings {
-            schedule: Schedule::Once,
-            selection: Selection::default(),
-            dry_run: false,
-        };
-        let mut state = State::new(settings, Metrics::new(), stop);
-        let api = Racing {
-            docker: &docker,
-            lab: &lab,
-        };
-        step(&mut state, tokens.now(), &api, &tokens).await.turn
-    });
+    let (rt, docker) = lab.docker_client();
+    let api = Racing {
+        docker: &docker,
+        lab: &lab,
+    };
+    let turn = rt.block_on(crate::swarm_support::one_pass(&api, &tokens));
     let Turn::Pass(report) = turn else {
         panic!("no pass: {turn:?}")
     };

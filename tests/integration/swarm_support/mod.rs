@@ -100,6 +100,22 @@ impl Lab {
     /// own Swarm API. The token cache is warmed with the real binary first, so it finds
     /// the token there (the SDK reads the process environment, which a test must not
     /// change).
+    /// A current-thread runtime and a client of this lab's daemon, for tests that run the
+    /// refresher's `step` in-process over a wrapper of the real Docker API.
+    pub fn docker_client(&self) -> (tokio::runtime::Runtime, ecr_auth::swarm::docker::Docker) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let docker = rt
+            .block_on(ecr_auth::swarm::docker::Docker::connect(
+                &self.docker.host,
+                Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            ))
+            .unwrap();
+        (rt, docker)
+    }
+
     pub fn in_process_tokens(&self) -> std::sync::Arc<ecr_auth::tokens::Tokens> {
         let out = common::run(
             self.ecr_auth()
@@ -744,4 +760,21 @@ impl Drop for DockerProxy {
         let _ = std::net::TcpStream::connect(self.addr); // wakes the accept loop
         self.cut();
     }
+}
+
+/// One `swarm refresh --once` pass of the real `step` over `api`, with `tokens` and its clock.
+pub async fn one_pass(
+    api: &impl ecr_auth::swarm::SwarmApi,
+    tokens: &Arc<ecr_auth::tokens::Tokens>,
+) -> ecr_auth::swarm::Turn {
+    use ecr_auth::swarm::{metrics::Metrics, refresh::Selection, schedule::Schedule};
+    use ecr_auth::swarm::{step, Settings, State};
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let settings = Settings {
+        schedule: Schedule::Once,
+        selection: Selection::default(),
+        dry_run: false,
+    };
+    let mut state = State::new(settings, Metrics::new(), stop);
+    step(&mut state, tokens.now(), api, tokens).await.turn
 }

@@ -451,6 +451,28 @@ enum Left {
 /// Without the check after the rename (`files::replace` comparing what the path
 /// names with the file it wrote), `configure` reported success with the symlink
 /// at config.toml in about 6 runs out of 10: the test fails in its first such run.
+/// `TMP/runner`, 0755 and owned by `nobody`: a runner installed as another user, whose
+/// files root configures.
+fn runner_dir_of_nobody(tmp: &TempDir) -> PathBuf {
+    let dir = tmp.join("runner");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    chown(&dir, NOBODY);
+    dir
+}
+
+/// `ecr-auth configure ARGS --registry HOST` as root, with nothing of the caller's environment.
+fn configure_as_root(home: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(common::bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .arg("configure")
+        .args(args)
+        .args(["--registry", HOST]);
+    common::run(&mut cmd)
+}
+
 #[test]
 fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks() {
     const RUNS: usize = 50;
@@ -467,10 +489,7 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
     fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
     let stage = tmp.join("stage");
     fs::create_dir(&stage).unwrap();
-    let dir = tmp.join("runner");
-    fs::create_dir(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    chown(&dir, NOBODY);
+    let dir = runner_dir_of_nobody(&tmp);
     let stop = tmp.join("stop");
 
     let runner_config = fs::read_to_string(
@@ -479,16 +498,7 @@ fn configure_in_a_directory_of_another_user_changes_nothing_through_its_symlinks
     .unwrap();
     let home = tmp.join("home");
     fs::create_dir(&home).unwrap();
-    let configure = |args: &[&str]| {
-        let mut cmd = Command::new(common::bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &home)
-            .arg("configure")
-            .args(args)
-            .args(["--registry", HOST]);
-        common::run(&mut cmd)
-    };
+    let configure = |args: &[&str]| configure_as_root(&home, args);
 
     let swapper = Command::new(common::tool("setpriv"))
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
@@ -661,22 +671,10 @@ fn configure_never_reads_through_a_symlink_in_a_directory_of_another_user() {
         "root-only.json",
         &format!("{{\"auths\":{{\"{MARK}-JSON\":1}}}}\n"),
     );
-    let dir = tmp.join("runner");
-    fs::create_dir(&dir).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    chown(&dir, NOBODY);
+    let dir = runner_dir_of_nobody(&tmp);
     let home = tmp.join("home");
     fs::create_dir(&home).unwrap();
-    let configure = |args: &[&str]| {
-        let mut cmd = Command::new(common::bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &home)
-            .arg("configure")
-            .args(args)
-            .args(["--registry", HOST]);
-        common::run(&mut cmd)
-    };
+    let configure = |args: &[&str]| configure_as_root(&home, args);
     let runner_toml = dir.join("config.toml");
     let runner_args = [
         "gitlab-runner",

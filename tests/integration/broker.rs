@@ -108,6 +108,28 @@ impl Broker {
     }
 }
 
+/// A broker whose config file (`TMP/ecr-auth.toml`, returned) maps the lab registry to
+/// ECR and allows it.
+fn broker_for_lab_registry(
+    tokens: &TokenServer,
+    registry: &Registry,
+    tmp: &TempDir,
+) -> (Broker, PathBuf) {
+    let config = tmp.join("ecr-auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    (
+        Broker::start(tokens, &["--config", config.to_str().unwrap()]),
+        config,
+    )
+}
+
 /// The helper (or another face) with no AWS anything, only the broker.
 fn face(broker_url: &str, home: &Path, args: &[&str], stdin: &str) -> Output {
     let mut cmd = Command::new(common::bin());
@@ -668,17 +690,7 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
     let digest = registry.push_test_image("team/app", "1.0", "AWS", &tokens.password());
     let dockerd = Dockerd::start();
     let tmp = TempDir::new("broker-job");
-    // The broker's config maps the lab registry to ECR.
-    let config = tmp.join("ecr-auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{}\"]\n",
-            registry.addr, registry.addr
-        ),
-    )
-    .unwrap();
-    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let (b, _) = broker_for_lab_registry(&tokens, &registry, &tmp);
     let job_config = tmp.join("config.json");
     std::fs::write(
         &job_config,
@@ -860,16 +872,7 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_builds_with_buildah
     let digest = registry.push_test_image("team/base", "1.0", "AWS", &tokens.password());
     let dockerd = Dockerd::start();
     let tmp = TempDir::new("broker-buildah");
-    let config = tmp.join("ecr-auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
-    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let (b, _) = broker_for_lab_registry(&tokens, &registry, &tmp);
     // What `configure gitlab-runner --broker` mounts: the job's config.json
     // (buildah reads it through REGISTRY_AUTH_FILE, as in
     // examples/gitlab/gitlab-ci/buildah.gitlab-ci.yml).
@@ -999,16 +1002,7 @@ fn the_runner_hosts_docker_pulls_a_job_image_through_the_helper_and_the_broker()
     let digest = registry.push_test_image("team/job", "3", "AWS", &tokens.password());
     let dockerd = Dockerd::start();
     let tmp = TempDir::new("broker-s1");
-    let config = tmp.join("ecr-auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
-    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let (b, config) = broker_for_lab_registry(&tokens, &registry, &tmp);
 
     // The runner's config.toml, wired for the broker: the DOCKER_AUTH_CONFIG the
     // executor hands Docker for the job image. (On the runner host the broker's
@@ -1094,16 +1088,7 @@ fn podman_pulls_through_the_broker_with_no_aws_credentials() {
     let registry = Registry::start(&tokens.htpasswd);
     registry.push_test_image("team/tool", "2", "AWS", &tokens.password());
     let tmp = TempDir::new("bpod");
-    let config = tmp.join("ecr-auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
-    let b = Broker::start(&tokens, &["--config", config.to_str().unwrap()]);
+    let (b, _) = broker_for_lab_registry(&tokens, &registry, &tmp);
     let authfile = tmp.join("auth.json");
     std::fs::write(
         &authfile,

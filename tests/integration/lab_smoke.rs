@@ -40,6 +40,22 @@ fn raw_get_token(endpoint: &str, target: &str, region: &str, service: &str) -> H
 const ECR: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 const ECR_PUBLIC: &str = "SpencerFrontendService.GetAuthorizationToken";
 
+/// The AWS SDK's own configuration for the lab: `endpoint`, `region`, static lab keys.
+async fn sdk_config(endpoint: &str, region: &'static str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_types::region::Region::new(region))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIAECRAUTHLABTEST00",
+            "secret",
+            None,
+            None,
+            "lab",
+        ))
+        .load()
+        .await
+}
+
 fn decode_password(token: &str) -> String {
     let decoded = String::from_utf8(base64_decode(token)).expect("token is UTF-8");
     decoded
@@ -217,14 +233,7 @@ fn token_server_issues_rotates_counts_and_fails_on_demand() {
 #[tokio::test]
 async fn token_server_speaks_to_the_rust_sdk() {
     let ts = TokenServer::start();
-    let creds =
-        aws_credential_types::Credentials::new("AKIAECRAUTHLABTEST00", "secret", None, None, "lab");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&ts.endpoint)
-        .region(aws_types::region::Region::new("eu-central-1"))
-        .credentials_provider(creds)
-        .load()
-        .await;
+    let config = sdk_config(&ts.endpoint, "eu-central-1").await;
 
     let out = aws_sdk_ecr::Client::new(&config)
         .get_authorization_token()
@@ -246,18 +255,7 @@ async fn token_server_speaks_to_the_rust_sdk() {
         Some("https://123456789012.dkr.ecr.eu-central-1.amazonaws.com")
     );
 
-    let public = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&ts.endpoint)
-        .region(aws_types::region::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIAECRAUTHLABTEST00",
-            "secret",
-            None,
-            None,
-            "lab",
-        ))
-        .load()
-        .await;
+    let public = sdk_config(&ts.endpoint, "us-east-1").await;
     let out = aws_sdk_ecrpublic::Client::new(&public)
         .get_authorization_token()
         .send()
@@ -537,18 +535,7 @@ async fn token_server_throttles_names_fips_hosts_and_black_holes() {
     // The SDK's standard retry (3 attempts) rides out 2 throttled answers.
     ts.reset_calls();
     ts.set_throttle(2);
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&ts.endpoint)
-        .region(aws_types::region::Region::new("eu-west-1"))
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "AKIAECRAUTHLABTEST00",
-            "secret",
-            None,
-            None,
-            "lab",
-        ))
-        .load()
-        .await;
+    let config = sdk_config(&ts.endpoint, "eu-west-1").await;
     let out = aws_sdk_ecr::Client::new(&config)
         .get_authorization_token()
         .send()

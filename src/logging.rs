@@ -34,19 +34,22 @@ pub fn level(env: &Env) -> LevelFilter {
     }
 }
 
-/// Installs the global subscriber. Our own messages show at the chosen level;
-/// the AWS SDK and HTTP crates only from `warn` up, or `info` when `trace` is
-/// asked for — never their debug or trace output, which prints the access key
-/// id and, at trace, whole response bodies with the tokens in them.
+/// Installs the global subscriber. Our own messages show at the chosen level.
+/// The AWS SDK and HTTP crates show nothing below `debug`: their warnings are
+/// `Debug` dumps of SDK types ("provider failed to provide credentials …
+/// (ProviderError(ProviderError { source: … }))"), and what they say reaches the
+/// user anyway as our own sentence. At `debug` they show from `warn` up, at
+/// `trace` from `info` — never their debug or trace output, which prints the
+/// access key id and, at trace, whole response bodies with the tokens in them.
 pub fn init(env: &Env, format: Format) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
 
     let level = level(env);
-    let others = if level == LevelFilter::TRACE {
-        LevelFilter::INFO
-    } else {
-        std::cmp::min(level, LevelFilter::WARN)
+    let others = match level {
+        LevelFilter::TRACE => LevelFilter::INFO,
+        LevelFilter::DEBUG => LevelFilter::WARN,
+        _ => LevelFilter::OFF,
     };
     let filter = Targets::new()
         .with_target("ecr_auth", level)

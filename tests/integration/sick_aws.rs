@@ -209,6 +209,58 @@ fn black_holed_aws_with_no_cache_fails_with_a_plain_error_within_the_deadline() 
     );
 }
 
+/// A credential source that fails (a profile's `credential_process` that exits 1): the SDK
+/// logs warnings of its own about it, `Debug` dumps of its error types. At the default log
+/// level the user sees only our error, in sentences; at `debug` the SDK's lines may show.
+#[test]
+fn a_failing_credential_source_is_our_sentence_without_the_sdk_warnings() {
+    let sick = Sick::new("creds-fail");
+    let aws_config = sick.tmp.join("aws-config");
+    std::fs::write(&aws_config, "[default]\ncredential_process = /bin/false\n").unwrap();
+    let run = |log: Option<&str>| {
+        sick.get_with(HOST, |cmd| {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env("AWS_CONFIG_FILE", &aws_config);
+            if let Some(level) = log {
+                cmd.env("ECR_AUTH_LOG", level);
+            }
+        })
+        .0
+    };
+
+    let o = run(None);
+    let message = failure_message(&o);
+    for mark in DEBUG_MARKS {
+        assert!(
+            !message.contains(mark),
+            "the error shows {mark:?}: {message}"
+        );
+    }
+    assert!(
+        message.contains("credentials") && message.contains("profile"),
+        "the error names the credential source: {message}"
+    );
+    // stderr repeats the error for logs that keep only stderr (gitlab-runner's), and says
+    // nothing else.
+    let ours = format!("ecr-auth: {message}");
+    let diags = diagnostics(&o);
+    assert!(
+        !diags.is_empty() && diags.iter().all(|l| *l == ours),
+        "stderr holds our error and nothing else: {}",
+        output_text(&o)
+    );
+    assert_eq!(sick.tokens.calls(), 0, "no token call without credentials");
+
+    // The SDK's own warnings exist, and `debug` shows them: the default level hides them.
+    let o = run(Some("debug"));
+    assert!(
+        stderr(&o).contains("provider failed to provide credentials"),
+        "at debug the SDK's warning shows: {}",
+        output_text(&o)
+    );
+}
+
 #[test]
 fn throttled_aws_is_retried_then_gives_a_token() {
     let sick = Sick::new("throttled");

@@ -11,9 +11,11 @@
 /// what Rust's own start-up would: a standard descriptor (0, 1, 2) that the parent
 /// left closed is opened on `/dev/null`. Otherwise the next file opened — a cache
 /// file, a config file — would get that number, and a token written to stdout
-/// would land in it.
+/// would land in it. And a static glibc build asks only the name-service modules built
+/// into it (`crate::nss`).
 pub fn apply() {
     open_closed_standard_fds();
+    crate::nss::builtin_modules_only();
     // SAFETY: plain system calls on this process with valid arguments; their
     // failure leaves the process as it was, which is no worse than before.
     unsafe {

@@ -24,6 +24,7 @@ pub(crate) mod helper;
 pub(crate) mod http;
 pub(crate) mod install;
 pub(crate) mod logging;
+pub(crate) mod nss;
 pub mod registry;
 pub(crate) mod report;
 pub mod secret;

@@ -56,6 +56,7 @@ pub fn group_id(group: &str) -> Result<u32, SocketError> {
         return Ok(gid);
     }
     let name = std::ffi::CString::new(group).map_err(|_| SocketError::NoGroup(group.into()))?;
+    crate::nss::builtin_modules_only();
     let mut grp: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut out: *mut libc::group = std::ptr::null_mut();

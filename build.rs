@@ -3,23 +3,22 @@
 //! 1. `ECR_AUTH_GIT_COMMIT` (the commit the binary was built from: `$ECR_AUTH_GIT_COMMIT` if
 //!    set, e.g. by a CI that builds from an export, else `git rev-parse`, else `unknown`) and
 //!    `ECR_AUTH_TARGET` (the target triple) for `env!`.
-//! 2. Linux glibc targets (what `cargo build --release` and `cargo install --path .` make on
-//!    a usual host): link the executable non-PIE (`-no-pie`). The credential helper is
-//!    started on every image pull, and a warm `get` is mostly start-up: as a PIE, the
-//!    dynamic loader applies ~100 k relative relocations to the 13 MB image before `main`.
-//!    callgrind, warm get: 1.03 M instructions as a PIE, ~0.5 M non-PIE, ~0.22 M for the
-//!    static musl build (issue 7 §3; `scripts/bench` measures both). What is left is the
-//!    loader binding ~320 libc/libgcc_s symbols (~0.25 M). A static glibc build would avoid
-//!    that, but static glibc loads NSS modules (systemd, sss, mdns) with dlopen and crashes
-//!    doing so (see `.cargo/config.toml`). The price of non-PIE is no ASLR for the
-//!    executable's own image (libraries, stack and heap stay randomized); `ECR_AUTH_PIE=1`
-//!    keeps the default PIE. rustc passes `-pie` itself; our argument comes after it on the
-//!    linker command line, and for the gcc/clang driver the last of `-pie`/`-no-pie` wins
-//!    (`file` then says "LSB executable", not "pie executable").
+//! 2. Linux glibc targets built without this checkout's `.cargo/config.toml` (which makes a
+//!    static glibc build: see there), e.g. `cargo install --git`: link the dynamic
+//!    executable non-PIE (`-no-pie`). The credential helper is started on every image pull,
+//!    and a warm `get` is mostly start-up: as a PIE, the dynamic loader applies ~100 k
+//!    relative relocations to the 13 MB image before `main`. callgrind, warm get: 1.03 M
+//!    instructions as a PIE, ~0.5 M non-PIE, ~0.2 M static (issue 7 §3; `scripts/bench`
+//!    measures the host build against the static musl one). What is left is the loader
+//!    binding ~320 libc/libgcc_s symbols, which only a static build avoids. The price of
+//!    non-PIE is no ASLR for the executable's own image (libraries, stack and heap stay
+//!    randomized); `ECR_AUTH_PIE=1` keeps the default PIE. rustc passes `-pie` itself; our
+//!    argument comes after it on the linker command line, and for the gcc/clang driver the
+//!    last of `-pie`/`-no-pie` wins (`file` then says "LSB executable", not "pie
+//!    executable").
 //!
-//! It must live here, not only in `.cargo/config.toml`: `cargo install` from a checkout
-//! honours a build script but not always the checkout's config, and users build with their
-//! own flags.
+//! It must live here, not only in `.cargo/config.toml`: cargo reads that file only when run
+//! from inside the checkout, and users build with their own flags.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -37,7 +36,11 @@ fn main() {
     let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let libc = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     let pie_wanted = env::var_os("ECR_AUTH_PIE").is_some_and(|v| v == "1");
-    if os == "linux" && libc == "gnu" && !pie_wanted {
+    let is_static = env::var("CARGO_CFG_TARGET_FEATURE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|f| f == "crt-static");
+    if os == "linux" && libc == "gnu" && !is_static && !pie_wanted {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
 }

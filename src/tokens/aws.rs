@@ -189,10 +189,13 @@ fn retries() -> RetryConfig {
 }
 
 /// A config loader that reads `env` (and the real file system) instead of the
-/// process environment.
+/// process environment. An `AWS_*` variable set to the empty string counts as
+/// unset, as a shell's `export AWS_ENDPOINT_URL=` means it: the SDK would take
+/// it as a value (an empty `AWS_ENDPOINT_URL` makes it panic: "URL was unset").
 fn loader(env: &Env, deadline: Duration) -> ConfigLoader {
     let vars: std::collections::HashMap<String, String> = env
         .vars()
+        .filter(|(k, v)| !(k.starts_with("AWS_") && v.is_empty()))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     aws_config::defaults(BehaviorVersion::latest())
@@ -202,7 +205,9 @@ fn loader(env: &Env, deadline: Duration) -> ConfigLoader {
         // role_arn profiles, AssumeRole); ECR clients get their own region.
         .region(Region::new(
             env.get("AWS_REGION")
+                .filter(|r| !r.is_empty())
                 .or_else(|| env.get("AWS_DEFAULT_REGION"))
+                .filter(|r| !r.is_empty())
                 .unwrap_or("us-east-1")
                 .to_string(),
         ))
@@ -846,6 +851,19 @@ mod tests {
             let env = Env::from_pairs([("HOME", "/nonexistent"), (var, "http://127.0.0.1:9")]);
             let uri = resolved_uri(&env, fips).await;
             assert!(uri.starts_with("http://127.0.0.1:9"), "{var}: {uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_endpoint_variable_is_unset_not_a_panic() {
+        let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+        for var in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR"] {
+            let env = Env::from_pairs([("HOME", "/nonexistent"), (var, ""), ("AWS_REGION", "")]);
+            let uri = resolved_uri(&env, host).await;
+            assert!(
+                uri.starts_with("https://api.ecr.eu-west-1.amazonaws.com"),
+                "{var}=\"\": {uri}"
+            );
         }
     }
 

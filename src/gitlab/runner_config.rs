@@ -180,7 +180,8 @@ fn edit_unchecked(text: &str, path: &str, req: &Request) -> Result<Edited, Runne
         names
             .iter()
             .zip(runners_executors(text))
-            .map(|(n, e)| format!("{n:?} ({e})"))
+            // Both come from the file: escaped, so the error stays one line.
+            .map(|(n, e)| format!("{n:?} ({})", e.escape_debug()))
             .collect::<Vec<_>>()
             .join(", ")
     };

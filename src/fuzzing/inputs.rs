@@ -287,12 +287,14 @@ pub(crate) fn gitlab_answers(input: &[u8]) {
         !shown.chars().any(char::is_control),
         "control characters in: {shown:?}"
     );
-    // What the error says of its own (the URL, the key, the owner) may share
-    // letters with a fuzzed secret; only the rest could come from the answer.
+    // What the error says of its own (the URL, the key, the owner, the status
+    // with its reason phrase) may share letters with a fuzzed secret; only the
+    // rest could come from the answer.
     let theirs = shown
         .replace(call.url.as_str(), "<url>")
         .replace(call.key, "<key>")
-        .replace(&owner.to_string(), "<owner>");
+        .replace(&owner.to_string(), "<owner>")
+        .replace("403 Forbidden", "<status>");
     let mut secrets: Vec<String> = vec![GITLAB_TOKEN.into()];
     secrets.extend(sent.map(str::to_string));
     if let Ok(doc) = serde_json::from_slice::<Json>(body) {

@@ -114,12 +114,28 @@ fn exchange<S: Read + Write>(
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()?;
+    // A server may answer before it has read the whole request (a 413 for a body it will
+    // not take) and close: the rest of the write then fails with EPIPE, and the answer is
+    // still there to read, as an HTTP client reads it.
+    let sent = stream
+        .write_all(req.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .and_then(|()| stream.flush());
+    if let Err(e) = &sent {
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return sent.map(|()| unreachable!());
+        }
+    }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    let read = stream.read_to_end(&mut raw);
+    match (sent, read) {
+        (Err(e), _) if raw.is_empty() => Err(e),
+        (_, Err(e)) if raw.is_empty() => Err(e),
+        _ => parse_response(&raw),
+    }
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {

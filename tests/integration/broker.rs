@@ -1007,35 +1007,21 @@ fn the_runner_hosts_docker_pulls_a_job_image_through_the_helper_and_the_broker()
     // The runner's config.toml, wired for the broker: the DOCKER_AUTH_CONFIG the
     // executor hands Docker for the job image. (On the runner host the broker's
     // config file maps the registry for `configure` too.)
-    let runner_config = tmp.join("config.toml");
-    std::fs::copy(
-        common::repo_root().join("tests/data/gitlab/runner-config/01-register-default/config.toml"),
-        &runner_config,
-    )
-    .unwrap();
-    common::run_ok(
-        Command::new(common::bin())
-            .env_remove("ECR_AUTH_CONFIG")
-            .env("HOME", tmp.join("home"))
-            .arg("--config")
-            .arg(&config)
-            .args(["configure", "gitlab-runner", "--runner-config"])
-            .arg(&runner_config)
-            .args(["--registry", &registry.addr, "--broker"])
-            .arg(&b.socket)
-            .arg("--job-docker-config")
-            .arg(tmp.join("job-config.json")),
+    let socket = b.socket.to_string_lossy().into_owned();
+    let job_config = tmp.join("job-config.json").to_string_lossy().into_owned();
+    let runner_config = crate::gitlab_runner_pull::configure(
+        &tmp,
+        &config,
+        &[
+            "--registry",
+            &registry.addr,
+            "--broker",
+            &socket,
+            "--job-docker-config",
+            &job_config,
+        ],
     );
-    let doc: toml::Value =
-        toml::from_str(&std::fs::read_to_string(&runner_config).unwrap()).unwrap();
-    let auth_config = doc["runners"][0]["environment"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e.as_str()?.strip_prefix("DOCKER_AUTH_CONFIG="))
-        .next_back()
-        .expect("DOCKER_AUTH_CONFIG")
-        .to_string();
+    let (auth_config, _) = crate::gitlab_runner_pull::runner_wiring(&runner_config);
     let client = tmp.join("runner-docker-config");
     std::fs::create_dir_all(&client).unwrap();
     std::fs::write(client.join("config.json"), &auth_config).unwrap();

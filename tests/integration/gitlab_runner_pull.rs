@@ -33,7 +33,7 @@ fn ecr_auth_config(dir: &Path, registry: &Registry) -> PathBuf {
 }
 
 /// The last DOCKER_AUTH_CONFIG of the first runner, and its `[runners.docker] volumes`.
-fn runner_wiring(config_toml: &Path) -> (String, Vec<String>) {
+pub(crate) fn runner_wiring(config_toml: &Path) -> (String, Vec<String>) {
     let doc: toml::Value = toml::from_str(&std::fs::read_to_string(config_toml).unwrap()).unwrap();
     let r = &doc["runners"][0];
     let auth = r["environment"]
@@ -53,7 +53,9 @@ fn runner_wiring(config_toml: &Path) -> (String, Vec<String>) {
     (auth, volumes)
 }
 
-fn configure(tmp: &TempDir, ecr_config: &Path, extra: &[&str]) -> PathBuf {
+/// `configure gitlab-runner` with `ecr_config` and `extra` arguments on a copy of the
+/// registered runner's config.toml in `tmp`; returns that file.
+pub(crate) fn configure(tmp: &TempDir, ecr_config: &Path, extra: &[&str]) -> PathBuf {
     let config = tmp.join("config.toml");
     std::fs::copy(
         common::repo_root().join("tests/data/gitlab/runner-config/01-register-default/config.toml"),

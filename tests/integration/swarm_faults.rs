@@ -7,55 +7,14 @@
 use std::time::Duration;
 
 use crate::common;
-use crate::swarm_support::{get, wait_until, DockerProxy, Lab, CONVERGE};
+use crate::swarm_support::{get, wait_until, AfterList, DockerProxy, Lab, CONVERGE};
 
 /// After the service list was read, someone deletes one service and changes another:
 /// the deleted one is skipped, the changed one is updated at its new version (their
 /// change kept), the others as if nothing happened; nothing counts as failed.
 #[test]
 fn a_service_deleted_or_changed_mid_pass() {
-    use ecr_auth::swarm::docker::{Docker, DockerError, Role, Service};
-    use ecr_auth::swarm::{SwarmApi, Turn};
-
-    /// The real daemon; someone else acts right after the list is read.
-    struct Meddled<'a> {
-        docker: &'a Docker,
-        lab: &'a Lab,
-    }
-
-    impl SwarmApi for Meddled<'_> {
-        async fn role(&self) -> Result<Role, DockerError> {
-            self.docker.role().await
-        }
-        async fn services(&self) -> Result<Vec<Service>, DockerError> {
-            let list = self.docker.services().await?;
-            self.lab.docker(&["service", "rm", "gone"]);
-            self.lab.docker(&[
-                "service",
-                "update",
-                "-d",
-                "--label-add",
-                "changed=meanwhile",
-                "changed",
-            ]);
-            Ok(list)
-        }
-        async fn service(&self, id: &str) -> Result<Service, DockerError> {
-            self.docker.service(id).await
-        }
-        async fn update_service(
-            &self,
-            id: &str,
-            version: u64,
-            spec: &serde_json::value::RawValue,
-            auth: &ecr_auth::secret::Secret<String>,
-        ) -> Result<Vec<String>, DockerError> {
-            self.docker.update_service(id, version, spec, auth).await
-        }
-        fn calls(&self) -> u64 {
-            self.docker.calls()
-        }
-    }
+    use ecr_auth::swarm::Turn;
 
     let lab = Lab::start();
     let image = lab.push("mid", "1");
@@ -77,9 +36,20 @@ fn a_service_deleted_or_changed_mid_pass() {
     let tokens = lab.in_process_tokens();
 
     let (rt, docker) = lab.docker_client();
-    let api = Meddled {
+    // Someone else acts right after the list is read.
+    let api = AfterList {
         docker: &docker,
-        lab: &lab,
+        then: |_: &[_]| {
+            lab.docker(&["service", "rm", "gone"]);
+            lab.docker(&[
+                "service",
+                "update",
+                "-d",
+                "--label-add",
+                "changed=meanwhile",
+                "changed",
+            ]);
+        },
     };
     let turn = rt.block_on(crate::swarm_support::one_pass(&api, &tokens));
     let Turn::Pass(report) = turn else {

@@ -310,50 +310,8 @@ fn changed<'a>(names: &[&'a str], before: &[u64], after: &[u64]) -> Vec<&'a str>
 /// daemon's answer is recognised.)
 #[test]
 fn update_out_of_sequence_is_retried() {
-    use ecr_auth::swarm::docker::{Docker, DockerError, Role, Service};
-    use ecr_auth::swarm::{SwarmApi, Turn};
-
-    /// The real daemon, except that the service list it returns is read *before*
-    /// someone else's update lands.
-    struct Racing<'a> {
-        docker: &'a Docker,
-        lab: &'a Lab,
-    }
-
-    impl SwarmApi for Racing<'_> {
-        async fn role(&self) -> Result<Role, DockerError> {
-            self.docker.role().await
-        }
-        async fn services(&self) -> Result<Vec<Service>, DockerError> {
-            let stale = self.docker.services().await?;
-            self.lab.docker(&[
-                "service",
-                "update",
-                "-d",
-                "--label-add",
-                "changed=meanwhile",
-                "seq",
-            ]);
-            let now = self.docker.service("seq").await?;
-            assert!(now.version > stale[0].version, "the race did not happen");
-            Ok(stale)
-        }
-        async fn service(&self, id: &str) -> Result<Service, DockerError> {
-            self.docker.service(id).await
-        }
-        async fn update_service(
-            &self,
-            id: &str,
-            version: u64,
-            spec: &serde_json::value::RawValue,
-            auth: &ecr_auth::secret::Secret<String>,
-        ) -> Result<Vec<String>, DockerError> {
-            self.docker.update_service(id, version, spec, auth).await
-        }
-        fn calls(&self) -> u64 {
-            self.docker.calls()
-        }
-    }
+    use ecr_auth::swarm::docker::Service;
+    use ecr_auth::swarm::Turn;
 
     let lab = Lab::start();
     let image = lab.push("seq", "1");
@@ -365,9 +323,24 @@ fn update_out_of_sequence_is_retried() {
     let calls_before = lab.tokens.calls();
 
     let (rt, docker) = lab.docker_client();
-    let api = Racing {
+    // The service list the refresher works from is read *before* someone else's update
+    // lands.
+    let api = crate::swarm_support::AfterList {
         docker: &docker,
-        lab: &lab,
+        then: |stale: &[Service]| {
+            lab.docker(&[
+                "service",
+                "update",
+                "-d",
+                "--label-add",
+                "changed=meanwhile",
+                "seq",
+            ]);
+            assert!(
+                lab.version("seq") > stale[0].version,
+                "the race did not happen"
+            );
+        },
     };
     let turn = rt.block_on(crate::swarm_support::one_pass(&api, &tokens));
     let Turn::Pass(report) = turn else {

@@ -762,6 +762,46 @@ impl Drop for DockerProxy {
     }
 }
 
+/// The real daemon's API, except that right after the service list is read, `then` runs
+/// with that list: someone else acting in the middle of a pass.
+pub struct AfterList<'a, F> {
+    pub docker: &'a ecr_auth::swarm::docker::Docker,
+    pub then: F,
+}
+
+impl<F: Fn(&[ecr_auth::swarm::docker::Service])> ecr_auth::swarm::SwarmApi for AfterList<'_, F> {
+    async fn role(
+        &self,
+    ) -> Result<ecr_auth::swarm::docker::Role, ecr_auth::swarm::docker::DockerError> {
+        self.docker.role().await
+    }
+    async fn services(
+        &self,
+    ) -> Result<Vec<ecr_auth::swarm::docker::Service>, ecr_auth::swarm::docker::DockerError> {
+        let list = self.docker.services().await?;
+        (self.then)(&list);
+        Ok(list)
+    }
+    async fn service(
+        &self,
+        id: &str,
+    ) -> Result<ecr_auth::swarm::docker::Service, ecr_auth::swarm::docker::DockerError> {
+        self.docker.service(id).await
+    }
+    async fn update_service(
+        &self,
+        id: &str,
+        version: u64,
+        spec: &serde_json::value::RawValue,
+        auth: &ecr_auth::secret::Secret<String>,
+    ) -> Result<Vec<String>, ecr_auth::swarm::docker::DockerError> {
+        self.docker.update_service(id, version, spec, auth).await
+    }
+    fn calls(&self) -> u64 {
+        self.docker.calls()
+    }
+}
+
 /// One `swarm refresh --once` pass of the real `step` over `api`, with `tokens` and its clock.
 pub async fn one_pass(
     api: &impl ecr_auth::swarm::SwarmApi,

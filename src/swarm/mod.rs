@@ -22,6 +22,8 @@ mod api;
 pub mod docker;
 pub(crate) mod envfile;
 mod events;
+#[cfg(test)]
+mod fake_daemon;
 pub(crate) mod image;
 pub mod metrics;
 pub mod refresh;

@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use super::docker::{DockerError, Role, Service};
+use super::fake_daemon;
 use super::metrics::Metrics;
 use super::refresh::Selection;
 use super::schedule::Schedule;
@@ -80,12 +80,7 @@ impl Swarm {
     }
 
     fn read(id: &str, s: &Stored) -> Service {
-        let raw = format!(
-            r#"{{"ID":"{id}","Version":{{"Index":{}}},"Spec":{}}}"#,
-            s.version, s.spec
-        );
-        let value: Box<RawValue> = serde_json::from_str(&raw).expect("service JSON");
-        Service::from_json(&value).expect("service")
+        fake_daemon::service(id, s.version, &s.spec, "")
     }
 
     /// `docker service create` without `--with-registry-auth`.
@@ -137,11 +132,7 @@ impl SwarmApi for Swarm {
         self.enter()?;
         match self.services.borrow().get(id) {
             Some(s) => Ok(Swarm::read(id, s)),
-            None => Err(DockerError::Api {
-                what: format!("GET /services/{id}"),
-                status: 404,
-                message: format!("service {id} not found"),
-            }),
+            None => Err(fake_daemon::not_found(format!("GET /services/{id}"), id)),
         }
     }
 
@@ -155,23 +146,15 @@ impl SwarmApi for Swarm {
         self.enter()?;
         let mut services = self.services.borrow_mut();
         let Some(s) = services.get_mut(id) else {
-            return Err(DockerError::Api {
-                what: format!("POST /services/{id}/update"),
-                status: 404,
-                message: format!("service {id} not found"),
-            });
+            return Err(fake_daemon::not_found(
+                format!("POST /services/{id}/update"),
+                id,
+            ));
         };
         if version != s.version {
-            return Err(DockerError::Api {
-                what: format!("POST /services/{id}/update"),
-                status: 500,
-                message: "rpc error: code = Unknown desc = update out of sequence".into(),
-            });
+            return Err(fake_daemon::out_of_sequence(id));
         }
-        let json = base64::engine::general_purpose::URL_SAFE
-            .decode(registry_auth.expose())
-            .expect("base64url auth");
-        let auth: serde_json::Value = serde_json::from_slice(&json).expect("auth JSON");
+        let auth = fake_daemon::sent_auth(registry_auth);
         s.version += 1;
         s.spec = spec.get().to_string();
         s.password = auth["password"].as_str().map(str::to_string);

@@ -5,7 +5,6 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use base64::Engine;
 use serde_json::value::RawValue;
 
 use super::*;
@@ -14,6 +13,7 @@ use crate::config::Config;
 use crate::env::Env;
 use crate::secret::Secret;
 use crate::swarm::docker::Service;
+use crate::swarm::fake_daemon;
 use crate::swarm::metrics::Outcome;
 use crate::tokens::{Fetch, FetchRequest, Fetched, TokenError};
 
@@ -116,12 +116,7 @@ impl FakeSwarm {
             .as_ref()
             .map(|st| format!(r#","UpdateStatus":{{"State":"{st}"}}"#))
             .unwrap_or_default();
-        let raw = format!(
-            r#"{{"ID":"{}","Version":{{"Index":{}}},"Spec":{}{state}}}"#,
-            s.id, s.version, s.spec
-        );
-        let value: Box<RawValue> = serde_json::from_str(&raw).unwrap();
-        Service::from_json(&value).unwrap()
+        fake_daemon::service(&s.id, s.version, &s.spec, &state)
     }
 }
 
@@ -141,11 +136,7 @@ impl SwarmApi for FakeSwarm {
         let services = self.services.borrow();
         match services.iter().find(|s| s.id == id) {
             Some(s) => Ok(FakeSwarm::read(s)),
-            None => Err(DockerError::Api {
-                what: format!("GET /services/{id}"),
-                status: 404,
-                message: format!("service {id} not found"),
-            }),
+            None => Err(fake_daemon::not_found(format!("GET /services/{id}"), id)),
         }
     }
 
@@ -164,16 +155,9 @@ impl SwarmApi for FakeSwarm {
         let mut services = self.services.borrow_mut();
         let s = services.iter_mut().find(|s| s.id == id).unwrap();
         if version != s.version {
-            return Err(DockerError::Api {
-                what: format!("POST /services/{id}/update"),
-                status: 500,
-                message: "rpc error: code = Unknown desc = update out of sequence".into(),
-            });
+            return Err(fake_daemon::out_of_sequence(id));
         }
-        let json = base64::engine::general_purpose::URL_SAFE
-            .decode(registry_auth.expose())
-            .unwrap();
-        let auth: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let auth = fake_daemon::sent_auth(registry_auth);
         s.version += 1;
         s.spec = spec.get().to_string();
         self.updates.borrow_mut().push(Sent {

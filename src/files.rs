@@ -311,7 +311,7 @@ fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), Untrusted> {
 /// Opens a state file for reading, refusing what another user could have
 /// planted: a symlink, a FIFO or device (which would hang or mislead), a file
 /// owned by someone else or writable by group/others.
-pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
+pub fn open_trusted(path: &Path) -> Result<(File, fs::Metadata), Untrusted> {
     let (file, meta) = open_regular_of_ours(path, fs::OpenOptions::new().read(true))?;
     if meta.mode() & 0o022 != 0 {
         return Err(Untrusted::Writable {
@@ -319,7 +319,7 @@ pub fn open_trusted(path: &Path) -> Result<File, Untrusted> {
             mode: meta.mode() & 0o7777,
         });
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// Opens `path` with `options` plus `O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC` and checks,
@@ -358,8 +358,11 @@ pub fn open_regular_of_ours(
 /// Reads a whole state file through [`open_trusted`], at most `limit` bytes.
 pub fn read_trusted(path: &Path, limit: u64) -> Result<Vec<u8>, Untrusted> {
     use std::io::Read;
-    let file = open_trusted(path)?;
-    let mut buf = Vec::new();
+    let (file, meta) = open_trusted(path)?;
+    // Sized from the fstat the open already made: `Take` hides the file's size from
+    // `read_to_end`, which would otherwise grow from 32 bytes, one read(2) per doubling
+    // (9 for a cached token, on every warm `get`).
+    let mut buf = Vec::with_capacity(meta.len().min(limit) as usize + 1);
     file.take(limit)
         .read_to_end(&mut buf)
         .map_err(|source| Untrusted::Io {

@@ -10,7 +10,7 @@
 //! `ECR_AUTH_STATIC_BIN` overrides its path.
 
 use crate::common;
-use crate::swarm_support::{get, metric, wait_until, Lab, CONVERGE};
+use crate::swarm_support::{escape, get, metric, wait_until, Lab, CONVERGE};
 
 #[test]
 fn the_example_stack_refreshes_services() {
@@ -109,16 +109,4 @@ fn the_example_stack_refreshes_services() {
         Some("0"),
         "the refresher did not exit 0 on SIGTERM"
     );
-}
-
-fn escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{self, Cluster, Dockerd, Registry, TempDir, TokenServer};
-use crate::swarm_support::{wait_until, Daemon, Events, ACCOUNT, CONVERGE, REGION};
+use crate::swarm_support::{tasks_on, wait_until, write_lab_config, Daemon, Events, CONVERGE};
 
 /// Services that only the refreshers touch: every update of theirs must be one
 /// refresher's, once per pass.
@@ -30,16 +30,7 @@ fn three_managers_one_refresher_acts_and_another_takes_over() {
     let registry = Registry::start(&tokens.htpasswd);
     let mut cluster = Cluster::start();
     let tmp = TempDir::new("managers");
-    let config = tmp.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all(tmp.join("home")).unwrap();
+    let config = write_lab_config(&tmp, &registry);
     registry.push_test_image("app", "1", "AWS", &tokens.password());
     let image = registry.image("app", "1");
     let first = cluster.leader().expect("a leader");
@@ -96,14 +87,14 @@ fn three_managers_one_refresher_acts_and_another_takes_over() {
             .args(["service", "scale", "-d", "stale=1"]),
     );
     let rejected = wait_until(CONVERGE, || {
-        tasks(&cluster.nodes[first], "stale")
+        tasks_on(&cluster.nodes[first], "stale")
             .iter()
             .any(|t| t["Status"]["State"] == "rejected")
     });
     assert!(
         rejected,
         "the stale task did not fail: {:?}",
-        tasks(&cluster.nodes[first], "stale")
+        tasks_on(&cluster.nodes[first], "stale")
     );
     assert!(
         running(&cluster.nodes[first], "stale") == 0,
@@ -153,7 +144,7 @@ fn three_managers_one_refresher_acts_and_another_takes_over() {
     assert!(
         up,
         "the stale service did not scale up: {:?}\n{}",
-        tasks(&cluster.nodes[new], "stale"),
+        tasks_on(&cluster.nodes[new], "stale"),
         refreshers[new].daemon.log()
     );
     assert!(
@@ -252,30 +243,11 @@ fn create(node: &Dockerd, name: &str, image: &str, extra: &[&str]) {
     common::run_ok(node.docker().args(&args));
 }
 
-fn tasks(node: &Dockerd, service: &str) -> Vec<serde_json::Value> {
-    let filters = format!(r#"{{"service":["{service}"]}}"#);
-    let path = format!("/v1.41/tasks?filters={}", query(&filters));
-    let r = node.api("GET", &path, None);
-    r.json().as_array().cloned().unwrap_or_default()
-}
-
 fn running(node: &Dockerd, service: &str) -> usize {
-    tasks(node, service)
+    tasks_on(node, service)
         .iter()
         .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
         .count()
-}
-
-fn query(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// One manager's refresher (and the logs of its earlier runs).

@@ -43,16 +43,7 @@ impl Lab {
         let docker = Dockerd::start_with(tcp);
         docker.swarm_init();
         let tmp = TempDir::new("swarm");
-        let config = tmp.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
-                registry.addr
-            ),
-        )
-        .expect("write the ecr-auth config");
-        std::fs::create_dir_all(tmp.join("home")).expect("home dir");
+        let config = write_lab_config(&tmp, &registry);
         Lab {
             docker,
             registry,
@@ -217,14 +208,7 @@ impl Lab {
 
     /// Every task of the service (any state).
     pub fn tasks(&self, name: &str) -> Vec<Value> {
-        let filters = format!(r#"{{"service":["{name}"]}}"#);
-        let r = self.docker.api(
-            "GET",
-            &format!("/v1.41/tasks?filters={}", escape(&filters)),
-            None,
-        );
-        assert_eq!(r.status, 200, "GET /tasks: {}", r.text());
-        r.json().as_array().cloned().unwrap_or_default()
+        tasks_on(&self.docker, name)
     }
 
     /// IDs of the service's running tasks, sorted.
@@ -605,7 +589,36 @@ fn task_summary(tasks: &[Value]) -> String {
         .join("; ")
 }
 
-fn escape(s: &str) -> String {
+/// Every task of the service (any state), as `docker`'s daemon knows them.
+pub fn tasks_on(docker: &Dockerd, name: &str) -> Vec<Value> {
+    let filters = format!(r#"{{"service":["{name}"]}}"#);
+    let r = docker.api(
+        "GET",
+        &format!("/v1.41/tasks?filters={}", escape(&filters)),
+        None,
+    );
+    assert_eq!(r.status, 200, "GET /tasks: {}", r.text());
+    r.json().as_array().cloned().unwrap_or_default()
+}
+
+/// The ecr-auth config of a Swarm lab (`tmp`/config.toml: the lab registry as ECR
+/// account [`ACCOUNT`] in [`REGION`]) and a home directory beside it.
+pub fn write_lab_config(tmp: &TempDir, registry: &Registry) -> PathBuf {
+    let config = tmp.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
+            registry.addr
+        ),
+    )
+    .expect("write the ecr-auth config");
+    std::fs::create_dir_all(tmp.join("home")).expect("home dir");
+    config
+}
+
+/// A query-string value, percent-encoded.
+pub fn escape(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -52,8 +52,14 @@ impl Env {
         self.vars.insert(key.into(), value.into());
     }
 
+    /// The variables that are set; as for [`Env::get`], an empty value counts as
+    /// unset (what is handed on, to the AWS SDK say, agrees with what we read: the
+    /// SDK takes an empty `AWS_ENDPOINT_URL` as a value, and panics on it).
     pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.vars
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     pub fn home(&self) -> Option<PathBuf> {

@@ -189,13 +189,11 @@ fn retries() -> RetryConfig {
 }
 
 /// A config loader that reads `env` (and the real file system) instead of the
-/// process environment. An `AWS_*` variable set to the empty string counts as
-/// unset, as a shell's `export AWS_ENDPOINT_URL=` means it: the SDK would take
-/// it as a value (an empty `AWS_ENDPOINT_URL` makes it panic: "URL was unset").
+/// process environment; a variable set to the empty string is unset there too
+/// ([`Env::vars`]).
 fn loader(env: &Env, deadline: Duration) -> ConfigLoader {
     let vars: std::collections::HashMap<String, String> = env
         .vars()
-        .filter(|(k, v)| !(k.starts_with("AWS_") && v.is_empty()))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     aws_config::defaults(BehaviorVersion::latest())
@@ -205,9 +203,7 @@ fn loader(env: &Env, deadline: Duration) -> ConfigLoader {
         // role_arn profiles, AssumeRole); ECR clients get their own region.
         .region(Region::new(
             env.get("AWS_REGION")
-                .filter(|r| !r.is_empty())
                 .or_else(|| env.get("AWS_DEFAULT_REGION"))
-                .filter(|r| !r.is_empty())
                 .unwrap_or("us-east-1")
                 .to_string(),
         ))

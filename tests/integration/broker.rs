@@ -682,6 +682,39 @@ pull_only = false
     );
 }
 
+/// `docker run --name NAME --network host` of a job container as `configure gitlab-runner
+/// --broker` wires it: the broker's socket, the static helper and the job's config.json
+/// mounted, and nothing of AWS (not even through the docker CLI's own environment).
+/// The caller adds its own options, the image and the command.
+fn broker_job_run(
+    dockerd: &Dockerd,
+    name: &str,
+    b: &Broker,
+    static_bin: &Path,
+    job_config: &Path,
+) -> Command {
+    let mut cmd = dockerd.docker();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(["run", "--name", name, "--network", "host"])
+        .arg("-v")
+        .arg(format!("{}:/run/ecr-auth/broker.sock", b.socket.display()))
+        .arg("-v")
+        .arg(format!(
+            "{}:/usr/local/bin/docker-credential-ecr-login:ro",
+            static_bin.display()
+        ))
+        .arg("-v")
+        .arg(format!(
+            "{}:/root/.docker/config.json:ro",
+            job_config.display()
+        ));
+    cmd
+}
+
 #[test]
 fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_docker_cli() {
     let static_bin = common::static_bin();
@@ -710,27 +743,8 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
 
     let image = registry.image("team/app", "1.0");
     let name = format!("broker-job-{}", std::process::id());
-    let mut cmd = dockerd.docker();
-    // Nothing of AWS reaches the container: not even through the docker CLI's env.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(["run", "--name", &name, "--network", "host"])
-        .arg("-v")
-        .arg(format!("{}:/run/ecr-auth/broker.sock", b.socket.display()))
-        .arg("-v")
-        .arg(format!(
-            "{}:/usr/local/bin/docker-credential-ecr-login:ro",
-            static_bin.display()
-        ))
-        .arg("-v")
-        .arg(format!(
-            "{}:/root/.docker/config.json:ro",
-            job_config.display()
-        ))
-        .arg("-v")
+    let mut cmd = broker_job_run(&dockerd, &name, &b, &static_bin, &job_config);
+    cmd.arg("-v")
         .arg(format!(
             "{}:/usr/local/bin/docker:ro",
             tool("docker").display()
@@ -900,38 +914,12 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_builds_with_buildah
          echo pushed\n"
     );
     let name = format!("broker-buildah-{}", std::process::id());
-    let mut cmd = dockerd.docker();
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = broker_job_run(&dockerd, &name, &b, &static_bin, &job_config);
     // `--privileged` (what the examples' runner gives buildah jobs) cannot start
     // here: this lab itself runs without CAP_SYS_RESOURCE, which runc would have
     // to grant. buildah needs CAP_SYS_ADMIN of it (as root without it, it tries
     // a user namespace), so it gets that one.
-    cmd.args([
-        "run",
-        "--name",
-        &name,
-        "--network",
-        "host",
-        "--cap-add",
-        "SYS_ADMIN",
-    ])
-    .arg("-v")
-    .arg(format!("{}:/run/ecr-auth/broker.sock", b.socket.display()))
-    .arg("-v")
-    .arg(format!(
-        "{}:/usr/local/bin/docker-credential-ecr-login:ro",
-        static_bin.display()
-    ))
-    .arg("-v")
-    .arg(format!(
-        "{}:/root/.docker/config.json:ro",
-        job_config.display()
-    ))
-    .args([
+    cmd.args(["--cap-add", "SYS_ADMIN"]).args([
         "-e",
         "ECR_AUTH_BROKER=unix:///run/ecr-auth/broker.sock",
         "-e",

@@ -768,13 +768,7 @@ fn a_scratch_job_with_only_the_socket_helper_and_config_json_pulls_through_the_d
         ]);
     let out = common::run_ok(&mut cmd);
     assert!(out.contains(&image), "{out}");
-    let repo_digests = common::run_ok(dockerd.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{json .RepoDigests}}",
-        &image,
-    ]));
+    let repo_digests = dockerd.repo_digests(&image);
     assert!(repo_digests.contains(&digest), "{repo_digests}");
 
     // The job's environment and file system: no AWS variable, no AWS file.
@@ -1040,13 +1034,7 @@ fn the_runner_hosts_docker_pulls_a_job_image_through_the_helper_and_the_broker()
             .arg(&client)
             .args(["pull", "-q", &image]),
     );
-    let digests = common::run_ok(dockerd.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{json .RepoDigests}}",
-        &image,
-    ]));
+    let digests = dockerd.repo_digests(&image);
     assert!(digests.contains(&digest), "{digests}");
     assert_eq!(tokens.calls(), 1);
     assert!(b

@@ -131,13 +131,7 @@ fn s1_the_executor_pulls_a_private_image_with_the_written_docker_auth_config() {
             .arg(&client)
             .args(["pull", "-q", &image]),
     );
-    let digests = common::run_ok(dockerd.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{json .RepoDigests}}",
-        &image,
-    ]));
+    let digests = dockerd.repo_digests(&image);
     assert!(
         digests.contains(&digest),
         "pulled {digests}, pushed {digest}"

@@ -397,13 +397,7 @@ fn dockerd_pulls_from_the_lab_registry_with_an_auths_config() {
         &[(&registry.addr, "AWS", "pull-secret")],
     );
     run_ok(docker.docker().args(["pull", "-q", &image]));
-    let out = run_ok(docker.docker().args([
-        "image",
-        "inspect",
-        "--format",
-        "{{json .RepoDigests}}",
-        &image,
-    ]));
+    let out = docker.repo_digests(&image);
     assert!(out.contains(&digest), "{out} lacks {digest}");
     let out = run_ok(docker.docker().args([
         "run",

@@ -20,17 +20,7 @@ fn a_service_deleted_or_changed_mid_pass() {
     let image = lab.push("mid", "1");
     let names = ["first", "gone", "changed", "last"];
     for name in names {
-        lab.create_service(
-            name,
-            &[
-                "--no-resolve-image",
-                "--replicas",
-                "0",
-                &image,
-                "sleep",
-                "1",
-            ],
-        );
+        create_idle(&lab, name, &image);
     }
     let before: Vec<u64> = names.iter().map(|n| lab.version(n)).collect();
     let tokens = lab.in_process_tokens();
@@ -90,17 +80,7 @@ fn a_service_deleted_or_changed_mid_pass() {
 fn a_slow_daemon_times_out_and_says_so() {
     let lab = Lab::start();
     let image = lab.push("slow", "1");
-    lab.create_service(
-        "web",
-        &[
-            "--no-resolve-image",
-            "--replicas",
-            "0",
-            &image,
-            "sleep",
-            "1",
-        ],
-    );
+    create_idle(&lab, "web", &image);
     let proxy = DockerProxy::start(&lab.docker.socket);
     proxy.set_delay(Duration::from_secs(3));
     let port = common::free_port();
@@ -179,17 +159,7 @@ fn a_broken_event_stream_reconnects_then_runs_a_full_pass() {
     proxy.set_refusing(true);
     assert!(proxy.cut() >= 1, "no open connection to cut");
     daemon.wait_log("reconnecting", 1);
-    lab.create_service(
-        "missed",
-        &[
-            "--no-resolve-image",
-            "--replicas",
-            "0",
-            &image,
-            "sleep",
-            "1",
-        ],
-    );
+    create_idle(&lab, "missed", &image);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !daemon.log().contains("updated missed ("),
@@ -210,4 +180,13 @@ fn a_broken_event_stream_reconnects_then_runs_a_full_pass() {
         "the first pass and the full pass after the stream came back:\n{log}"
     );
     assert_eq!(daemon.terminate(), Some(0), "{log}");
+}
+
+/// A service with no task (`--replicas 0`): a pass updates it like any other, and nothing
+/// has to run.
+fn create_idle(lab: &Lab, name: &str, image: &str) {
+    lab.create_service(
+        name,
+        &["--no-resolve-image", "--replicas", "0", image, "sleep", "1"],
+    );
 }

@@ -252,19 +252,25 @@ async fn resolve_identity(
                 .await
                 .credentials_provider()
                 .expect("the default chain is set when no provider is given");
-            let first = chain
-                .provide_credentials()
-                .await
-                .map_err(|e| credentials_error(e, &source, None))?;
+            let first = match chain.provide_credentials().await {
+                Ok(first) => first,
+                Err(e) => {
+                    let failure = source_failure(&only, Some(profile), &e).await;
+                    return Err(credentials_error(e, &source, failure));
+                }
+            };
             (config, first)
         }
         (None, None) => {
             let chain = default_chain(env, deadline).await;
             let config = loader.credentials_provider(chain.clone()).load().await;
-            let first = chain
-                .provide_credentials()
-                .await
-                .map_err(|e| credentials_error(e, &source, None))?;
+            let first = match chain.provide_credentials().await {
+                Ok(first) => first,
+                Err(e) => {
+                    let failure = source_failure(env, None, &e).await;
+                    return Err(credentials_error(e, &source, failure));
+                }
+            };
             (config, first)
         }
     };
@@ -298,7 +304,7 @@ async fn resolve_identity(
         },
         None => assume(None).await,
     }
-    .map_err(|e| credentials_error(e, &source, Some(role)))?;
+    .map_err(|e| credentials_error(e, &source, Failure::AssumeRole(role)))?;
     Ok((config, assumed))
 }
 
@@ -395,26 +401,153 @@ fn web_identity_advice(code: Option<&str>) -> &'static str {
     }
 }
 
-fn credentials_error(e: CredentialsError, source: &str, role: Option<&str>) -> TokenError {
-    match (&e, role) {
-        (CredentialsError::CredentialsNotLoaded(_), None) => TokenError::NoCredentials {
-            tried: if source.starts_with("profile") {
-                source.to_string()
-            } else {
-                CHAIN_SOURCES.to_string()
-            },
-        },
-        (_, Some(role)) => TokenError::Aws {
+/// What is known about a credential lookup that failed, beyond the SDK's error.
+enum Failure<'a> {
+    /// AssumeRole of the registry's `role_arn`, from base credentials that worked.
+    AssumeRole(&'a str),
+    /// A source of the chain: the SDK's error in our words where the profile files or
+    /// the environment say more than it does ([`source_failure`]), and what to do.
+    Source(Option<(String, &'static str)>),
+}
+
+fn credentials_error(e: CredentialsError, source: &str, failure: Failure<'_>) -> TokenError {
+    match (&e, failure) {
+        (_, Failure::AssumeRole(role)) => TokenError::Aws {
             what: format!("assuming role {role} (base credentials: {source})"),
             cause: error_chain(&e),
             advice: "Check that the base credentials may call sts:AssumeRole on that role and that its trust policy allows them".into(),
         },
-        _ => TokenError::Aws {
+        (CredentialsError::CredentialsNotLoaded(_), Failure::Source(_)) => {
+            TokenError::NoCredentials {
+                tried: if source.starts_with("profile") {
+                    source.to_string()
+                } else {
+                    CHAIN_SOURCES.to_string()
+                },
+            }
+        }
+        (_, Failure::Source(Some((cause, advice)))) => TokenError::Aws {
             what: format!("loading AWS credentials ({source})"),
-            cause: error_chain(&e),
+            cause,
+            advice: advice.into(),
+        },
+        (_, Failure::Source(None)) => TokenError::Aws {
+            what: format!("loading AWS credentials ({source})"),
+            cause: sdk_words(&e),
             advice: "Fix that credential source (for SSO: `aws sso login`), or name another with AWS_PROFILE or the ecr-auth config file".into(),
         },
     }
+}
+
+/// A failed credential source, said with what the SDK's error leaves out: which file a
+/// web identity token was to be read from (its error is a bare "No such file or
+/// directory"), which program a profile's `credential_process` runs, and for each what
+/// to do. The profile files are read again for this, on the failure path only.
+async fn source_failure(
+    env: &Env,
+    profile: Option<&str>,
+    e: &CredentialsError,
+) -> Failure<'static> {
+    let vars: std::collections::HashMap<String, String> = env
+        .vars()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let profiles = aws_config::profile::load(
+        &os_shim_internal::Fs::real(),
+        &os_shim_internal::Env::from(vars),
+        &aws_runtime::env_config::file::EnvConfigFiles::default(),
+        profile.map(|p| std::borrow::Cow::Owned(p.to_string())),
+    )
+    .await
+    .ok();
+    let selected = profiles.as_ref().and_then(|set| {
+        Some((
+            set.selected_profile(),
+            set.get_profile(set.selected_profile())?,
+        ))
+    });
+    Failure::Source(explain_source_failure(
+        env,
+        selected.map(|(name, p)| (name, |key: &str| p.get(key))),
+        e,
+    ))
+}
+
+/// The words of [`source_failure`], from the selected profile (its name and a lookup of
+/// its settings) and the environment.
+fn explain_source_failure<'p>(
+    env: &Env,
+    profile: Option<(&str, impl Fn(&str) -> Option<&'p str>)>,
+    e: &CredentialsError,
+) -> Option<(String, &'static str)> {
+    const TOKEN_FILE_ADVICE: &str = "Check that the file exists and that the user running ecr-auth may read it (EKS and ECS write it for the pod or task; in a GitLab job use `ecr-auth gitlab login`)";
+    let unreadable = |file: &str, named: &str| {
+        io_error_in(e).map(|io| {
+            (
+                format!("cannot read the web identity token file {file} ({named}): {io}"),
+                TOKEN_FILE_ADVICE,
+            )
+        })
+    };
+    // The chain tries the selected profile before the web identity variables, and stops
+    // at the first source that fails (rather than finds nothing): a profile that holds a
+    // source of its own is the one that failed.
+    if let Some((name, get)) = &profile {
+        if let Some(command) = get("credential_process") {
+            // Only the program: its arguments may hold a secret.
+            let program = command.split_whitespace().next().unwrap_or(command);
+            let said = sdk_words(e);
+            let said = said
+                .trim_start_matches("Error retrieving credentials: ")
+                .replace(
+                    "external process exited with code exit status: ",
+                    "it exited with status ",
+                )
+                .replace(". Stderr: ", " and wrote: ");
+            return Some((
+                format!("the credential_process of profile {name:?} (`{program}`) failed: {said}"),
+                "Run that command yourself to see why (it must print credential_process JSON on stdout); fix it, or name another source with AWS_PROFILE or the ecr-auth config file",
+            ));
+        }
+        if get("sso_session").is_some() || get("sso_start_url").is_some() {
+            return Some((
+                sdk_words(e),
+                "Log in again with `aws sso login` for that profile, or name another source with AWS_PROFILE or the ecr-auth config file",
+            ));
+        }
+        if let Some(file) = get("web_identity_token_file") {
+            return unreadable(
+                file,
+                &format!("web_identity_token_file of profile {name:?}"),
+            );
+        }
+    }
+    env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+        .and_then(|file| unreadable(file, "AWS_WEB_IDENTITY_TOKEN_FILE"))
+}
+
+/// The `io::Error` under a credentials error, if one caused it.
+fn io_error_in<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e std::io::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// A credentials error's chain ([`error_chain`]) on one line, without the SDK's
+/// "an error occurred while loading credentials" wrapper that every one of them has
+/// (the sentence around it already says so), and without a trailing full stop.
+fn sdk_words(e: &CredentialsError) -> String {
+    let chain = error_chain(e);
+    let chain = chain
+        .strip_prefix("an error occurred while loading credentials: ")
+        .unwrap_or(&chain);
+    let one_line = chain.split_whitespace().collect::<Vec<_>>().join(" ");
+    one_line.trim_end_matches([' ', '.']).to_string()
 }
 
 /// An error and its sources, each by its `Display`, without repeats: never a
@@ -1028,5 +1161,119 @@ mod tests {
         );
         assert_eq!(decode_token("not base64!"), None);
         assert_eq!(decode_token("QVdT"), None); // "AWS", no colon
+    }
+}
+
+#[cfg(test)]
+mod source_failure_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn explain(
+        env: &[(&str, &str)],
+        profile: Option<(&str, &[(&str, &str)])>,
+        e: &CredentialsError,
+    ) -> Option<(String, &'static str)> {
+        let env = Env::from_pairs(env.iter().map(|(k, v)| (*k, *v)));
+        let profile = profile.map(|(name, settings)| {
+            let settings: HashMap<&str, &str> = settings.iter().copied().collect();
+            (name, move |key: &str| settings.get(key).copied())
+        });
+        explain_source_failure(&env, profile, e)
+    }
+
+    fn not_found() -> CredentialsError {
+        CredentialsError::provider_error(std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    #[test]
+    fn a_failing_credential_process_is_named_by_its_program_never_its_arguments() {
+        // The SDK's words for a process that exits 3, its stderr ending in a newline.
+        let e = CredentialsError::provider_error(
+            "Error retrieving credentials: external process exited with code exit status: 3. Stderr: token expired\nrun login again\n.",
+        );
+        let (cause, advice) = explain(
+            &[],
+            Some((
+                "ci",
+                &[("credential_process", "/opt/bin/vault-creds --token s3cr3t")],
+            )),
+            &e,
+        )
+        .unwrap();
+        assert_eq!(
+            cause,
+            "the credential_process of profile \"ci\" (`/opt/bin/vault-creds`) failed: it exited with status 3 and wrote: token expired run login again"
+        );
+        assert!(advice.contains("Run that command yourself"), "{advice}");
+    }
+
+    #[test]
+    fn an_unreadable_web_identity_token_file_is_named_by_its_path_and_setting() {
+        let (cause, _) = explain(
+            &[],
+            Some((
+                "eks",
+                &[
+                    ("web_identity_token_file", "/var/run/secrets/token"),
+                    ("role_arn", "arn:aws:iam::1:role/r"),
+                ],
+            )),
+            &not_found(),
+        )
+        .unwrap();
+        assert!(
+            cause.starts_with("cannot read the web identity token file /var/run/secrets/token (web_identity_token_file of profile \"eks\"): "),
+            "{cause}"
+        );
+        let (cause, _) = explain(
+            &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")],
+            None,
+            &not_found(),
+        )
+        .unwrap();
+        assert!(
+            cause.starts_with(
+                "cannot read the web identity token file /tmp/tok (AWS_WEB_IDENTITY_TOKEN_FILE): "
+            ),
+            "{cause}"
+        );
+    }
+
+    #[test]
+    fn a_profile_with_its_own_source_is_the_one_that_failed_not_the_token_variable() {
+        // An SSO profile whose cache file is missing, with AWS_WEB_IDENTITY_TOKEN_FILE set too:
+        // the chain stopped at the profile.
+        let (cause, advice) = explain(
+            &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")],
+            Some(("dev", &[("sso_session", "corp")])),
+            &not_found(),
+        )
+        .unwrap();
+        assert!(!cause.contains("/tmp/tok"), "{cause}");
+        assert!(advice.contains("aws sso login"), "{advice}");
+    }
+
+    #[test]
+    fn what_nothing_explains_is_left_to_the_sdk_words() {
+        assert_eq!(
+            explain(
+                &[],
+                Some(("keys", &[("aws_access_key_id", "AKIA")])),
+                &not_found()
+            ),
+            None
+        );
+        // A token variable, but the failure is not about reading a file.
+        let e = CredentialsError::provider_error("STS said no");
+        assert_eq!(
+            explain(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")], None, &e),
+            None
+        );
+        assert_eq!(
+            sdk_words(&CredentialsError::provider_error("two\nlines.")),
+            "two lines"
+        );
     }
 }

@@ -261,6 +261,66 @@ fn a_failing_credential_source_is_our_sentence_without_the_sdk_warnings() {
     );
 }
 
+/// What the SDK's error leaves out, said through the real SDK: a profile's
+/// `credential_process` by its program (never its arguments, which may hold a secret), its
+/// exit status and what it wrote; a web identity token file by its path. One line each.
+#[test]
+fn a_failed_credential_source_is_named_by_its_program_or_its_file() {
+    let sick = Sick::new("creds-named");
+    let helper = sick.tmp.join("vault-creds");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\necho 'token expired' >&2\necho 'run vault login' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let aws_config = sick.tmp.join("aws-config");
+    std::fs::write(
+        &aws_config,
+        format!(
+            "[profile ci]\ncredential_process = {} --token s3cr3t-arg\n",
+            helper.display()
+        ),
+    )
+    .unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let (o, _) = sick.get_with(HOST, |cmd| {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .envs(vars.iter().copied());
+        });
+        let message = failure_message(&o);
+        assert_plain("the error", &message, 2);
+        message
+    };
+
+    let message = run(&[
+        ("AWS_CONFIG_FILE", aws_config.to_str().unwrap()),
+        ("AWS_PROFILE", "ci"),
+    ]);
+    let want = format!(
+        "the credential_process of profile \"ci\" (`{}`) failed: it exited with status 3 and wrote: token expired run vault login",
+        helper.display()
+    );
+    assert!(message.contains(&want), "want {want:?} in: {message}");
+    assert!(
+        !message.contains("s3cr3t-arg"),
+        "the arguments leak: {message}"
+    );
+
+    let token_file = sick.tmp.join("no-such-token");
+    let message = run(&[
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.to_str().unwrap()),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/ci"),
+    ]);
+    let want = format!(
+        "cannot read the web identity token file {} (AWS_WEB_IDENTITY_TOKEN_FILE)",
+        token_file.display()
+    );
+    assert!(message.contains(&want), "want {want:?} in: {message}");
+    assert_eq!(sick.tokens.calls(), 0, "no token call without credentials");
+}
+
 #[test]
 fn throttled_aws_is_retried_then_gives_a_token() {
     let sick = Sick::new("throttled");

@@ -8,12 +8,15 @@
 //! (`init_cpu_features`, the cache sizes), musl's not at all; under a hypervisor each one
 //! is a VM exit, so on a VM this cost, not our code, decides how far apart the two are.
 
-#![no_main]
+// `cargo test --all-targets` builds this with the test harness, which brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int, CStr};
 
 /// # Safety
 /// Called once by the C runtime, with `argc` valid strings in `argv`.
+#[cfg(not(test))]
 #[no_mangle]
 pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: the C runtime passes `argc` valid, NUL-terminated strings in `argv`.

@@ -275,6 +275,7 @@ mod tests {
                 }
                 "nocreds.example" => Err(TokenError::NoCredentials {
                     tried: "env".into(),
+                    explained: None,
                 }
                 .into()),
                 "broken.example" => Err(TokenError::Aws {

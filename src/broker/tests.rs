@@ -101,6 +101,7 @@ fn allowed_hosts_get_tokens_and_others_a_reason() {
     }
     *f.fail.lock().unwrap() = Some(TokenError::NoCredentials {
         tried: "env".into(),
+        explained: None,
     });
     match b.answer(C) {
         Answer::NotFound(m) => assert!(m.contains("no AWS credentials"), "{m}"),

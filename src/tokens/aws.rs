@@ -406,8 +406,8 @@ enum Failure<'a> {
     /// AssumeRole of the registry's `role_arn`, from base credentials that worked.
     AssumeRole(&'a str),
     /// A source of the chain: the SDK's error in our words where the profile files or
-    /// the environment say more than it does ([`source_failure`]), and what to do.
-    Source(Option<(String, &'static str)>),
+    /// the environment say more than it does ([`source_failure`]): cause and advice.
+    Source(Option<(String, String)>),
 }
 
 fn credentials_error(e: CredentialsError, source: &str, failure: Failure<'_>) -> TokenError {
@@ -417,19 +417,22 @@ fn credentials_error(e: CredentialsError, source: &str, failure: Failure<'_>) ->
             cause: error_chain(&e),
             advice: "Check that the base credentials may call sts:AssumeRole on that role and that its trust policy allows them".into(),
         },
-        (CredentialsError::CredentialsNotLoaded(_), Failure::Source(_)) => {
+        // Nothing found is "not found" for the faces (the helper answers so, and the
+        // client pulls anonymously), however well it is explained.
+        (CredentialsError::CredentialsNotLoaded(_), Failure::Source(explained)) => {
             TokenError::NoCredentials {
                 tried: if source.starts_with("profile") {
                     source.to_string()
                 } else {
                     CHAIN_SOURCES.to_string()
                 },
+                explained,
             }
         }
         (_, Failure::Source(Some((cause, advice)))) => TokenError::Aws {
             what: format!("loading AWS credentials ({source})"),
             cause,
-            advice: advice.into(),
+            advice,
         },
         (_, Failure::Source(None)) => TokenError::Aws {
             what: format!("loading AWS credentials ({source})"),
@@ -439,15 +442,15 @@ fn credentials_error(e: CredentialsError, source: &str, failure: Failure<'_>) ->
     }
 }
 
-/// A failed credential source, said with what the SDK's error leaves out: which file a
-/// web identity token was to be read from (its error is a bare "No such file or
-/// directory"), which program a profile's `credential_process` runs, and for each what
-/// to do. The profile files are read again for this, on the failure path only.
-async fn source_failure(
-    env: &Env,
-    profile: Option<&str>,
-    e: &CredentialsError,
-) -> Failure<'static> {
+/// A failed credential source, said with what the SDK's error leaves out: which file
+/// and line of the shared config files it could not parse, that a named profile is in
+/// neither file, which program a profile's `credential_process` runs, which file a web
+/// identity token was to be read from (its error is a bare "No such file or
+/// directory"), which endpoint container credentials come from — and for each what to
+/// do. The profile files are parsed again for this (aws-config's own parser, over the
+/// same [`Env`]), on the failure path only. `named`: the profile was chosen by the
+/// registry's config, not the environment.
+async fn source_failure(env: &Env, named: Option<&str>, e: &CredentialsError) -> Failure<'static> {
     let vars: std::collections::HashMap<String, String> = env
         .vars()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -456,43 +459,76 @@ async fn source_failure(
         &os_shim_internal::Fs::real(),
         &os_shim_internal::Env::from(vars),
         &aws_runtime::env_config::file::EnvConfigFiles::default(),
-        profile.map(|p| std::borrow::Cow::Owned(p.to_string())),
+        named.map(|p| std::borrow::Cow::Owned(p.to_string())),
     )
-    .await
-    .ok();
-    let selected = profiles.as_ref().and_then(|set| {
-        Some((
-            set.selected_profile(),
-            set.get_profile(set.selected_profile())?,
-        ))
-    });
-    Failure::Source(explain_source_failure(
-        env,
-        selected.map(|(name, p)| (name, |key: &str| p.get(key))),
-        e,
-    ))
+    .await;
+    let named = named.is_some()
+        || env.get("AWS_PROFILE").is_some()
+        || env.get("AWS_DEFAULT_PROFILE").is_some();
+    Failure::Source(match &profiles {
+        Ok(set) => explain_source_failure(env, Ok(set), named, e),
+        Err(broken) => explain_source_failure(env, Err(one_line(&error_chain(broken))), named, e),
+    })
 }
 
-/// The words of [`source_failure`], from the selected profile (its name and a lookup of
-/// its settings) and the environment.
-fn explain_source_failure<'p>(
+/// The shared config files as [`explain_source_failure`] reads them: aws-config's
+/// parse of them, or a table in the unit tests.
+trait Profiles {
+    /// The profile the chain used (AWS_PROFILE's, the registry's, else `default`).
+    fn selected(&self) -> &str;
+    fn exists(&self, profile: &str) -> bool;
+    /// `key` of `profile`, if it exists and sets it.
+    fn setting(&self, profile: &str, key: &str) -> Option<&str>;
+}
+
+impl Profiles for aws_config::profile::ProfileSet {
+    fn selected(&self) -> &str {
+        self.selected_profile()
+    }
+    fn exists(&self, profile: &str) -> bool {
+        self.get_profile(profile).is_some()
+    }
+    fn setting(&self, profile: &str, key: &str) -> Option<&str> {
+        self.get_profile(profile)?.get(key)
+    }
+}
+
+/// The words of [`source_failure`]: cause and advice, or `None` where the SDK's
+/// error is all there is to say. `profiles` is the parsed files, or why they could not
+/// be parsed; `named` says the profile was chosen (AWS_PROFILE, the registry's
+/// config), not the default one.
+fn explain_source_failure(
     env: &Env,
-    profile: Option<(&str, impl Fn(&str) -> Option<&'p str>)>,
+    profiles: Result<&dyn Profiles, String>,
+    named: bool,
     e: &CredentialsError,
-) -> Option<(String, &'static str)> {
-    const TOKEN_FILE_ADVICE: &str = "Check that the file exists and that the user running ecr-auth may read it (EKS and ECS write it for the pod or task; in a GitLab job use `ecr-auth gitlab login`)";
+) -> Option<(String, String)> {
+    let [config, credentials] = identity::profile_files(env);
+    let (config, credentials) = (config.display(), credentials.display());
+    let not_loaded = matches!(e, CredentialsError::CredentialsNotLoaded(_));
+    let profiles = match profiles {
+        Ok(p) => p,
+        Err(broken) => {
+            return Some((
+                format!("cannot use the shared AWS config files: {broken}"),
+                "Fix that line (the files use the AWS CLI's INI format), or point AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE at other files".into(),
+            ))
+        }
+    };
     let unreadable = |file: &str, named: &str| {
         io_error_in(e).map(|io| {
             (
                 format!("cannot read the web identity token file {file} ({named}): {io}"),
-                TOKEN_FILE_ADVICE,
+                "Check that the file exists and that the user running ecr-auth may read it (EKS and ECS write it for the pod or task; in a GitLab job use `ecr-auth gitlab login`)".to_string(),
             )
         })
     };
-    // The chain tries the selected profile before the web identity variables, and stops
-    // at the first source that fails (rather than finds nothing): a profile that holds a
-    // source of its own is the one that failed.
-    if let Some((name, get)) = &profile {
+    let name = profiles.selected();
+    if profiles.exists(name) {
+        // The chain tries the selected profile before the web identity and container
+        // variables, and stops at the first source that fails (rather than finds
+        // nothing): a profile that holds a source of its own is the one that failed.
+        let get = |key: &str| profiles.setting(name, key);
         if let Some(command) = get("credential_process") {
             // Only the program: its arguments may hold a secret.
             let program = command.split_whitespace().next().unwrap_or(command);
@@ -506,13 +542,13 @@ fn explain_source_failure<'p>(
                 .replace(". Stderr: ", " and wrote: ");
             return Some((
                 format!("the credential_process of profile {name:?} (`{program}`) failed: {said}"),
-                "Run that command yourself to see why (it must print credential_process JSON on stdout); fix it, or name another source with AWS_PROFILE or the ecr-auth config file",
+                "Run that command yourself to see why (it must print credential_process JSON on stdout); fix it, or name another source with AWS_PROFILE or the ecr-auth config file".into(),
             ));
         }
         if get("sso_session").is_some() || get("sso_start_url").is_some() {
             return Some((
                 sdk_words(e),
-                "Log in again with `aws sso login` for that profile, or name another source with AWS_PROFILE or the ecr-auth config file",
+                "Log in again with `aws sso login` for that profile, or name another source with AWS_PROFILE or the ecr-auth config file".into(),
             ));
         }
         if let Some(file) = get("web_identity_token_file") {
@@ -521,9 +557,63 @@ fn explain_source_failure<'p>(
                 &format!("web_identity_token_file of profile {name:?}"),
             );
         }
+        if let Some(source) = get("source_profile").filter(|s| !profiles.exists(s)) {
+            return Some((
+                format!("profile {name:?} takes its credentials from source_profile {source:?}, which is in neither {config} nor {credentials}"),
+                "Add that profile, or fix source_profile".into(),
+            ));
+        }
+        if matches!(e, CredentialsError::InvalidConfiguration(_)) {
+            return Some((
+                sdk_words(e),
+                format!("Fix profile {name:?} in {config} (or {credentials})"),
+            ));
+        }
+    } else if named && not_loaded {
+        return Some((
+            format!("profile {name:?} is in neither {config} nor {credentials}"),
+            "Check its name (`aws configure list-profiles` lists them), or point AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE at the files that have it".into(),
+        ));
     }
-    env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+    if let Some(explained) = env
+        .get("AWS_WEB_IDENTITY_TOKEN_FILE")
         .and_then(|file| unreadable(file, "AWS_WEB_IDENTITY_TOKEN_FILE"))
+    {
+        return Some(explained);
+    }
+    let container = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", ""),
+        // ECS's own address, which the SDK puts in front of the relative path.
+        (
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "http://169.254.170.2",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(var, base)| env.get(var).map(|v| (var, format!("{base}{v}"))));
+    if let (Some((var, uri)), false) = (container, not_loaded) {
+        return Some((
+            format!(
+                "cannot get credentials from the container credentials endpoint {uri} ({var}): {}",
+                innermost(e)
+            ),
+            "ECS and EKS set that variable for a task or pod, and their agent answers it; outside one, unset it".into(),
+        ));
+    }
+    let key = env.get("AWS_ACCESS_KEY_ID").is_some();
+    let secret = env.get("AWS_SECRET_ACCESS_KEY").is_some();
+    if not_loaded && key != secret {
+        let (set, unset) = if key {
+            ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        } else {
+            ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+        };
+        return Some((
+            format!("{set} is set but {unset} is not (or is empty), and no other source has credentials"),
+            format!("Set {unset} too (and AWS_SESSION_TOKEN for temporary keys), or unset {set} to use another source"),
+        ));
+    }
+    None
 }
 
 /// The `io::Error` under a credentials error, if one caused it.
@@ -538,16 +628,44 @@ fn io_error_in<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e std::
     None
 }
 
+/// The last error of a chain, which names the cause best ("Connection refused (os
+/// error 111)"); the layers above it are the SDK's plumbing.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut next = e.source();
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !text.is_empty() {
+            last = text;
+        }
+        next = err.source();
+    }
+    one_line(&last)
+}
+
 /// A credentials error's chain ([`error_chain`]) on one line, without the SDK's
-/// "an error occurred while loading credentials" wrapper that every one of them has
-/// (the sentence around it already says so), and without a trailing full stop.
+/// wrappers ("an error occurred while loading credentials", "the credentials provider
+/// was not properly configured", …: the sentence around it already says so), and
+/// without a trailing full stop.
 fn sdk_words(e: &CredentialsError) -> String {
-    let chain = error_chain(e);
-    let chain = chain
-        .strip_prefix("an error occurred while loading credentials: ")
-        .unwrap_or(&chain);
-    let one_line = chain.split_whitespace().collect::<Vec<_>>().join(" ");
-    one_line.trim_end_matches([' ', '.']).to_string()
+    let mut words = one_line(&error_chain(e));
+    for wrapper in [
+        "an error occurred while loading credentials: ",
+        "the credentials provider was not properly configured: ",
+        "ProfileFile provider could not be built: ",
+    ] {
+        if let Some(rest) = words.strip_prefix(wrapper) {
+            words = rest.to_string();
+        }
+    }
+    words
+}
+
+/// `text` on one line (runs of white space, newlines included, become one space),
+/// without a trailing full stop: it goes inside a sentence of ours.
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    line.trim_end_matches([' ', '.']).to_string()
 }
 
 /// An error and its sources, each by its `Display`, without repeats: never a
@@ -1170,21 +1288,54 @@ mod source_failure_tests {
 
     use super::*;
 
+    /// Profile files as a table: the selected profile and each profile's settings.
+    struct Table {
+        selected: &'static str,
+        profiles: HashMap<&'static str, HashMap<&'static str, &'static str>>,
+    }
+
+    impl Profiles for Table {
+        fn selected(&self) -> &str {
+            self.selected
+        }
+        fn exists(&self, profile: &str) -> bool {
+            self.profiles.contains_key(profile)
+        }
+        fn setting(&self, profile: &str, key: &str) -> Option<&str> {
+            self.profiles.get(profile)?.get(key).copied()
+        }
+    }
+
+    fn table(
+        selected: &'static str,
+        profiles: &[(&'static str, &[(&'static str, &'static str)])],
+    ) -> Table {
+        Table {
+            selected,
+            profiles: profiles
+                .iter()
+                .map(|(name, settings)| (*name, settings.iter().copied().collect()))
+                .collect(),
+        }
+    }
+
     fn explain(
         env: &[(&str, &str)],
-        profile: Option<(&str, &[(&str, &str)])>,
+        profiles: &Table,
+        named: bool,
         e: &CredentialsError,
-    ) -> Option<(String, &'static str)> {
-        let env = Env::from_pairs(env.iter().map(|(k, v)| (*k, *v)));
-        let profile = profile.map(|(name, settings)| {
-            let settings: HashMap<&str, &str> = settings.iter().copied().collect();
-            (name, move |key: &str| settings.get(key).copied())
-        });
-        explain_source_failure(&env, profile, e)
+    ) -> Option<(String, String)> {
+        let mut env = Env::from_pairs(env.iter().map(|(k, v)| (*k, *v)));
+        env.set("HOME", "/home/u");
+        explain_source_failure(&env, Ok(profiles), named, e)
     }
 
     fn not_found() -> CredentialsError {
         CredentialsError::provider_error(std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    fn not_loaded() -> CredentialsError {
+        CredentialsError::not_loaded("nothing here")
     }
 
     #[test]
@@ -1193,15 +1344,14 @@ mod source_failure_tests {
         let e = CredentialsError::provider_error(
             "Error retrieving credentials: external process exited with code exit status: 3. Stderr: token expired\nrun login again\n.",
         );
-        let (cause, advice) = explain(
-            &[],
-            Some((
+        let profiles = table(
+            "ci",
+            &[(
                 "ci",
                 &[("credential_process", "/opt/bin/vault-creds --token s3cr3t")],
-            )),
-            &e,
-        )
-        .unwrap();
+            )],
+        );
+        let (cause, advice) = explain(&[], &profiles, true, &e).unwrap();
         assert_eq!(
             cause,
             "the credential_process of profile \"ci\" (`/opt/bin/vault-creds`) failed: it exited with status 3 and wrote: token expired run login again"
@@ -1211,28 +1361,24 @@ mod source_failure_tests {
 
     #[test]
     fn an_unreadable_web_identity_token_file_is_named_by_its_path_and_setting() {
-        let (cause, _) = explain(
-            &[],
-            Some((
+        let profiles = table(
+            "eks",
+            &[(
                 "eks",
                 &[
                     ("web_identity_token_file", "/var/run/secrets/token"),
                     ("role_arn", "arn:aws:iam::1:role/r"),
                 ],
-            )),
-            &not_found(),
-        )
-        .unwrap();
+            )],
+        );
+        let (cause, _) = explain(&[], &profiles, true, &not_found()).unwrap();
         assert!(
             cause.starts_with("cannot read the web identity token file /var/run/secrets/token (web_identity_token_file of profile \"eks\"): "),
             "{cause}"
         );
-        let (cause, _) = explain(
-            &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")],
-            None,
-            &not_found(),
-        )
-        .unwrap();
+        let none = table("default", &[]);
+        let env = [("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")];
+        let (cause, _) = explain(&env, &none, false, &not_found()).unwrap();
         assert!(
             cause.starts_with(
                 "cannot read the web identity token file /tmp/tok (AWS_WEB_IDENTITY_TOKEN_FILE): "
@@ -1245,34 +1391,93 @@ mod source_failure_tests {
     fn a_profile_with_its_own_source_is_the_one_that_failed_not_the_token_variable() {
         // An SSO profile whose cache file is missing, with AWS_WEB_IDENTITY_TOKEN_FILE set too:
         // the chain stopped at the profile.
-        let (cause, advice) = explain(
-            &[("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")],
-            Some(("dev", &[("sso_session", "corp")])),
-            &not_found(),
-        )
-        .unwrap();
+        let profiles = table("dev", &[("dev", &[("sso_session", "corp")])]);
+        let env = [("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")];
+        let (cause, advice) = explain(&env, &profiles, true, &not_found()).unwrap();
         assert!(!cause.contains("/tmp/tok"), "{cause}");
         assert!(advice.contains("aws sso login"), "{advice}");
     }
 
     #[test]
+    fn a_named_profile_that_is_nowhere_says_which_files_were_read() {
+        let env = [("AWS_CONFIG_FILE", "/etc/aws/config")];
+        let profiles = table("prod", &[("dev", &[])]);
+        let (cause, advice) = explain(&env, &profiles, true, &not_loaded()).unwrap();
+        assert_eq!(
+            cause,
+            "profile \"prod\" is in neither /etc/aws/config nor /home/u/.aws/credentials"
+        );
+        assert!(advice.contains("list-profiles"), "{advice}");
+        // The default profile, missing, is just one source of the chain that had nothing.
+        let profiles = table("default", &[]);
+        assert_eq!(explain(&env, &profiles, false, &not_loaded()), None);
+
+        let profiles = table(
+            "app",
+            &[(
+                "app",
+                &[
+                    ("role_arn", "arn:aws:iam::1:role/r"),
+                    ("source_profile", "base"),
+                ],
+            )],
+        );
+        let (cause, _) = explain(&[], &profiles, true, &not_loaded()).unwrap();
+        assert_eq!(
+            cause,
+            "profile \"app\" takes its credentials from source_profile \"base\", which is in neither /home/u/.aws/config nor /home/u/.aws/credentials"
+        );
+    }
+
+    #[test]
+    fn unparsable_files_container_endpoints_and_half_keys_are_said_plainly() {
+        let env = Env::from_pairs([("HOME", "/home/u")]);
+        let (cause, _) = explain_source_failure(
+            &env,
+            Err("could not parse profile file: error parsing /home/u/.aws/config on line 3: Profile definition must end with ']'".into()),
+            false,
+            &not_loaded(),
+        )
+        .unwrap();
+        assert!(cause.contains("/home/u/.aws/config on line 3"), "{cause}");
+
+        let none = table("default", &[]);
+        let e = CredentialsError::provider_error(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        let env = [(
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "/v2/credentials/x",
+        )];
+        let (cause, _) = explain(&env, &none, false, &e).unwrap();
+        assert_eq!(
+            cause,
+            "cannot get credentials from the container credentials endpoint http://169.254.170.2/v2/credentials/x (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI): Connection refused (os error 111)"
+        );
+
+        let env = [("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")];
+        let (cause, advice) = explain(&env, &none, false, &not_loaded()).unwrap();
+        assert!(
+            cause.starts_with("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
+            "{cause}"
+        );
+        assert!(!cause.contains("AKIAEXAMPLE") && !advice.contains("AKIAEXAMPLE"));
+    }
+
+    #[test]
     fn what_nothing_explains_is_left_to_the_sdk_words() {
-        assert_eq!(
-            explain(
-                &[],
-                Some(("keys", &[("aws_access_key_id", "AKIA")])),
-                &not_found()
-            ),
-            None
-        );
+        let keys = table("keys", &[("keys", &[("aws_access_key_id", "AKIA")])]);
+        assert_eq!(explain(&[], &keys, true, &not_found()), None);
         // A token variable, but the failure is not about reading a file.
+        let none = table("default", &[]);
         let e = CredentialsError::provider_error("STS said no");
+        let env = [("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")];
+        assert_eq!(explain(&env, &none, false, &e), None);
         assert_eq!(
-            explain(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/tmp/tok")], None, &e),
-            None
-        );
-        assert_eq!(
-            sdk_words(&CredentialsError::provider_error("two\nlines.")),
+            sdk_words(&CredentialsError::invalid_configuration(
+                "ProfileFile provider could not be built: two\nlines."
+            )),
             "two lines"
         );
     }

@@ -85,8 +85,15 @@ pub enum TokenError {
     NotEcr { host: String },
     #[error(transparent)]
     BadHost(#[from] RegistryError),
-    #[error("no AWS credentials found; tried {tried}. Set AWS credentials for this user, or map the registry to a profile or role in the ecr-auth config file")]
-    NoCredentials { tried: String },
+    /// No source of the chain had credentials: "not found", not "broken" (see
+    /// [`TokenError::is_not_found`]). `explained` is why, where something says more than
+    /// "nothing here" (a named profile that is in no file, half a key pair): cause and
+    /// advice.
+    #[error("{}", no_credentials(.tried, .explained.as_ref()))]
+    NoCredentials {
+        tried: String,
+        explained: Option<(String, String)>,
+    },
     /// AWS (or the credential lookup) failed: what was being done (operation,
     /// endpoint, region, credential source by name), why, and what to do.
     #[error("{what} failed: {cause}. {advice}")]
@@ -109,6 +116,13 @@ pub enum TokenError {
     /// The broker is unreachable or failed.
     #[error("{0}")]
     Broker(String),
+}
+
+fn no_credentials(tried: &str, explained: Option<&(String, String)>) -> String {
+    match explained {
+        Some((cause, advice)) => format!("no AWS credentials found: {cause}. {advice}"),
+        None => format!("no AWS credentials found; tried {tried}. Set AWS credentials for this user, or map the registry to a profile or role in the ecr-auth config file"),
+    }
 }
 
 impl TokenError {

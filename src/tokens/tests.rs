@@ -143,6 +143,7 @@ fn not_ours_and_no_credentials_are_not_found() {
     assert_eq!(f.calls.load(Ordering::SeqCst), 0);
     *f.fail.lock().unwrap() = Some(TokenError::NoCredentials {
         tried: "everything".into(),
+        explained: None,
     });
     assert!(tokens.get(A).unwrap_err().is_not_found());
     assert!(tokens

@@ -321,6 +321,69 @@ fn a_failed_credential_source_is_named_by_its_program_or_its_file() {
     assert_eq!(sick.tokens.calls(), 0, "no token call without credentials");
 }
 
+/// Misconfigurations the SDK reports without saying where, through the real SDK: a
+/// named profile that is in no file, a `source_profile` that is nowhere, half a key pair
+/// — each still "no credentials", so the helper answers the protocol's not-found (the
+/// client pulls anonymously) with the reason on stderr — and a line the parser refuses, a
+/// failure. Each names the file (and line), on one line.
+#[test]
+fn a_misconfigured_profile_is_named_with_its_file_and_line() {
+    let sick = Sick::new("creds-misconfigured");
+    let good = sick.tmp.join("aws-config");
+    std::fs::write(
+        &good,
+        "[profile app]\nrole_arn = arn:aws:iam::123456789012:role/app\nsource_profile = base\n",
+    )
+    .unwrap();
+    let broken = sick.tmp.join("aws-config-broken");
+    std::fs::write(&broken, "[default]\nregion = eu-west-1\n[profile ci\n").unwrap();
+    let credentials = sick.tmp.join("no-credentials-file");
+    let run = |vars: &[(&str, &str)]| {
+        sick.get_with(HOST, |cmd| {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+                .envs(vars.iter().copied());
+        })
+        .0
+    };
+    // Not found, and why on stderr: one line, ours.
+    let not_found_because = |vars: &[(&str, &str)]| {
+        let o = run(vars);
+        assert_eq!(stdout(&o), NOT_FOUND, "{}", output_text(&o));
+        let diags = diagnostics(&o);
+        assert_eq!(diags.len(), 1, "{}", output_text(&o));
+        assert_plain("the reason", &diags[0], 2);
+        assert!(diags[0].starts_with("ecr-auth: "), "{}", diags[0]);
+        diags[0].clone()
+    };
+    let (good, broken, credentials) = (
+        good.to_str().unwrap(),
+        broken.to_str().unwrap(),
+        credentials.to_str().unwrap(),
+    );
+
+    let message = not_found_because(&[("AWS_CONFIG_FILE", good), ("AWS_PROFILE", "prod")]);
+    let want = format!("profile \"prod\" is in neither {good} nor {credentials}");
+    assert!(message.contains(&want), "want {want:?} in: {message}");
+
+    let message = not_found_because(&[("AWS_CONFIG_FILE", good), ("AWS_PROFILE", "app")]);
+    let want = format!("source_profile \"base\", which is in neither {good} nor {credentials}");
+    assert!(message.contains(&want), "want {want:?} in: {message}");
+
+    let message = not_found_because(&[("AWS_ACCESS_KEY_ID", "AKIAHALFAPAIR0000001")]);
+    assert!(
+        message.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
+        "{message}"
+    );
+
+    let message = failure_message(&run(&[("AWS_CONFIG_FILE", broken)]));
+    assert_plain("the error", &message, 2);
+    let want = format!("{broken} on line 3");
+    assert!(message.contains(&want), "want {want:?} in: {message}");
+    assert_eq!(sick.tokens.calls(), 0, "no token call without credentials");
+}
+
 #[test]
 fn throttled_aws_is_retried_then_gives_a_token() {
     let sick = Sick::new("throttled");

@@ -68,6 +68,18 @@ impl AwsFetcher {
 
 impl Fetch for AwsFetcher {
     fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
+        if let Some((var, why)) = bad_endpoint_variable(&self.env) {
+            return requests
+                .iter()
+                .map(|_| {
+                    Err(TokenError::Aws {
+                        what: format!("using the AWS endpoint that {var} names"),
+                        cause: why.clone(),
+                        advice: format!("Set {var} to the endpoint's URL (https://host or http://host:port), or unset it"),
+                    })
+                })
+                .collect();
+        }
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -89,6 +101,44 @@ impl Fetch for AwsFetcher {
             }
         }
     }
+}
+
+/// The first of the endpoint variables the SDK reads for our calls that is not an
+/// absolute http(s) URL, and why (the SDK's own words are "endpoint must contain scheme",
+/// without the variable). A value with user information in it is not repeated.
+fn bad_endpoint_variable(env: &Env) -> Option<(&'static str, String)> {
+    const VARS: [&str; 6] = [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_ECR",
+        "AWS_ENDPOINT_URL_ECR_PUBLIC",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL_SSO",
+        "AWS_ENDPOINT_URL_SSO_OIDC",
+    ];
+    VARS.into_iter().find_map(|var| {
+        let value = env.get(var)?;
+        let uri = value.parse::<hyper::Uri>().ok();
+        let scheme_ok = uri
+            .as_ref()
+            .and_then(|u| u.scheme_str())
+            .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+        let host_ok = uri
+            .as_ref()
+            .and_then(|u| u.host())
+            .is_some_and(|h| !h.is_empty());
+        if scheme_ok && host_ok {
+            return None;
+        }
+        let shown = if value.contains('@') {
+            "its value".to_string()
+        } else {
+            format!("{value:?}")
+        };
+        Some((
+            var,
+            format!("{shown} is not an http:// or https:// URL with a host"),
+        ))
+    })
 }
 
 type Identity = Result<(SdkConfig, Credentials), TokenError>;
@@ -1012,6 +1062,38 @@ pub fn decode_token(token: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_variable_that_is_not_a_url_is_named() {
+        let bad =
+            |pairs: &[(&str, &str)]| bad_endpoint_variable(&Env::from_pairs(pairs.iter().copied()));
+        assert_eq!(bad(&[]), None);
+        assert_eq!(bad(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")]), None);
+        assert_eq!(
+            bad(&[(
+                "AWS_ENDPOINT_URL_ECR",
+                "https://api.ecr.eu-west-1.amazonaws.com"
+            )]),
+            None
+        );
+        assert_eq!(
+            bad(&[("AWS_ENDPOINT_URL", "not-a-url")]),
+            Some((
+                "AWS_ENDPOINT_URL",
+                "\"not-a-url\" is not an http:// or https:// URL with a host".into()
+            ))
+        );
+        assert_eq!(
+            bad(&[("AWS_ENDPOINT_URL_STS", "ftp://sts.example")])
+                .unwrap()
+                .0,
+            "AWS_ENDPOINT_URL_STS"
+        );
+        // A variable for a service we never call is the SDK's business, not ours.
+        assert_eq!(bad(&[("AWS_ENDPOINT_URL_S3", "nonsense")]), None);
+        let (_, why) = bad(&[("AWS_ENDPOINT_URL", "user:s3cret@host")]).unwrap();
+        assert!(!why.contains("s3cret"), "{why}");
+    }
 
     /// Records the URI a request would go to, and stops it before it is sent
     /// (so nothing leaves the machine, not even a DNS query).

@@ -381,6 +381,19 @@ fn a_misconfigured_profile_is_named_with_its_file_and_line() {
     assert_plain("the error", &message, 2);
     let want = format!("{broken} on line 3");
     assert!(message.contains(&want), "want {want:?} in: {message}");
+
+    // Not a credential source, but the same kind of slip: the SDK said "endpoint must
+    // contain scheme", naming neither the variable nor its value.
+    let message = failure_message(&run(&[
+        ("AWS_ACCESS_KEY_ID", "AKIAECRAUTHSICK00001"),
+        ("AWS_SECRET_ACCESS_KEY", "sick-secret"),
+        ("AWS_ENDPOINT_URL", "127.0.0.1:4566"),
+    ]));
+    assert_plain("the error", &message, 2);
+    assert!(
+        message.contains("AWS_ENDPOINT_URL") && message.contains("\"127.0.0.1:4566\""),
+        "{message}"
+    );
     assert_eq!(sick.tokens.calls(), 0, "no token call without credentials");
 }
 

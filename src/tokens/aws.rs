@@ -68,18 +68,6 @@ impl AwsFetcher {
 
 impl Fetch for AwsFetcher {
     fn fetch(&self, requests: &[FetchRequest]) -> Vec<Result<Fetched, TokenError>> {
-        if let Some((var, why)) = bad_endpoint_variable(&self.env) {
-            return requests
-                .iter()
-                .map(|_| {
-                    Err(TokenError::Aws {
-                        what: format!("using the AWS endpoint that {var} names"),
-                        cause: why.clone(),
-                        advice: format!("Set {var} to the endpoint's URL (https://host or http://host:port), or unset it"),
-                    })
-                })
-                .collect();
-        }
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -103,9 +91,23 @@ impl Fetch for AwsFetcher {
     }
 }
 
+/// Refuses an endpoint variable that is not a URL, before the SDK is built: its own
+/// words are "endpoint must contain scheme", naming neither the variable nor its value.
+fn check_endpoint_variables(env: &Env) -> Result<(), TokenError> {
+    match bad_endpoint_variable(env) {
+        None => Ok(()),
+        Some((var, why)) => Err(TokenError::Aws {
+            what: format!("using the AWS endpoint that {var} names"),
+            cause: why,
+            advice: format!(
+                "Set {var} to the endpoint's URL (https://host or http://host:port), or unset it"
+            ),
+        }),
+    }
+}
+
 /// The first of the endpoint variables the SDK reads for our calls that is not an
-/// absolute http(s) URL, and why (the SDK's own words are "endpoint must contain scheme",
-/// without the variable). A value with user information in it is not repeated.
+/// absolute http(s) URL, and why. A value with user information in it is not repeated.
 fn bad_endpoint_variable(env: &Env) -> Option<(&'static str, String)> {
     const VARS: [&str; 6] = [
         "AWS_ENDPOINT_URL",
@@ -268,6 +270,7 @@ async fn resolve_identity(
     creds: &CredentialSource,
     deadline: Duration,
 ) -> Identity {
+    check_endpoint_variables(env)?;
     let source = identity::describe_source(env, web, creds);
     let loader = loader(env, deadline);
     let (config, first) = match (web, &creds.profile) {

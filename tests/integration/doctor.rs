@@ -196,6 +196,8 @@ fn seeded_misconfigurations_name_the_first_broken_step() {
     );
     // A broker allowed this registry but holding no AWS credentials.
     let (_bare, bare_broker) = start_broker(&lab, "bare", &host, false);
+    // A second token endpoint, whose tokens the lab's registry does not trust.
+    let other_tokens = TokenServer::start();
     type Setup<'a> = Box<dyn Fn(&Lab, &mut Command) -> String + 'a>;
     let cases: Vec<(&str, Setup, &str, &str, &str)> = vec![
         (
@@ -326,12 +328,9 @@ fn seeded_misconfigurations_name_the_first_broken_step() {
         ),
         (
             "the registry rejects the token (another account's token)",
-            Box::new(|l, cmd| {
+            Box::new(|_, cmd| {
                 // Tokens come from another endpoint than the registry trusts.
-                let other = TokenServer::start();
-                common::apply_aws_env(cmd, &other.endpoint);
-                std::mem::forget(other); // stopped when the test process ends
-                let _ = l;
+                common::apply_aws_env(cmd, &other_tokens.endpoint);
                 image.clone()
             }),
             "registry",

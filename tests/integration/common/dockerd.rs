@@ -277,8 +277,6 @@ impl Dockerd {
         self.proc.is_some()
     }
 
-    /// Builds `tag` from `dockerfile` with a context holding `files` (name in context,
-    /// source path); classic builder, `--network none`.
     /// `docker image inspect`'s RepoDigests of a pulled image, as JSON text.
     pub fn repo_digests(&self, image: &str) -> String {
         super::run_ok(self.docker().args([
@@ -290,6 +288,8 @@ impl Dockerd {
         ]))
     }
 
+    /// Builds `tag` from `dockerfile` with a context holding `files` (name in context,
+    /// source path); classic builder, `--network none`.
     pub fn build_image(&self, tag: &str, files: &[(&str, &Path)], dockerfile: &str) {
         let n = self.builds.fetch_add(1, Ordering::SeqCst);
         let ctx = self.dir.join(format!("build-{n}"));

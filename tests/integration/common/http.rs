@@ -117,18 +117,21 @@ fn exchange<S: Read + Write>(
     // A server may answer before it has read the whole request (a 413 for a body it will
     // not take) and close: the rest of the write then fails with EPIPE, and the answer is
     // still there to read, as an HTTP client reads it.
-    let sent = stream
+    let sent = match stream
         .write_all(req.as_bytes())
         .and_then(|()| stream.write_all(body))
-        .and_then(|()| stream.flush());
-    if let Err(e) = &sent {
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        ) {
-            return sent.map(|()| unreachable!());
+        .and_then(|()| stream.flush())
+    {
+        Err(e)
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Err(e)
         }
-    }
+        sent => sent,
+    };
     let mut raw = Vec::new();
     let read = stream.read_to_end(&mut raw);
     match (sent, read) {

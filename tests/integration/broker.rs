@@ -119,7 +119,8 @@ fn broker_for_lab_registry(
     std::fs::write(
         &config,
         format!(
-            "[[registry]]\nhost = \"{0}\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n\n[broker]\nallow = [\"{0}\"]\n",
+            "{}\n[broker]\nallow = [\"{}\"]\n",
+            registry.ecr_mapping("123456789012", "eu-west-1"),
             registry.addr
         ),
     )

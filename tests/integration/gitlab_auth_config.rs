@@ -14,14 +14,7 @@ const US: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
 fn auth_config(ts: &TokenServer, tmp: &TempDir, registry: &Registry) -> Command {
     let config = tmp.join("ecr-auth.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{}\"\naccount = \"{MOTO_ACCOUNT}\"\nregion = \"eu-west-1\"\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, registry.ecr_mapping(MOTO_ACCOUNT, "eu-west-1")).unwrap();
     let mut cmd = Command::new(common::bin());
     common::apply_aws_env(&mut cmd, &ts.endpoint);
     cmd.env("ECR_AUTH_CONFIG", &config)

@@ -21,14 +21,7 @@ use crate::common::{Dockerd, Moto, Registry, TempDir, MOTO_ACCOUNT, MOTO_PASSWOR
 
 fn ecr_auth_config(dir: &Path, registry: &Registry) -> PathBuf {
     let path = dir.join("ecr-auth.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[registry]]\nhost = \"{}\"\naccount = \"{MOTO_ACCOUNT}\"\nregion = \"eu-west-1\"\n",
-            registry.addr
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, registry.ecr_mapping(MOTO_ACCOUNT, "eu-west-1")).unwrap();
     path
 }
 

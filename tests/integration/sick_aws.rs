@@ -53,6 +53,17 @@ impl Sick {
         (out, start.elapsed())
     }
 
+    /// `get` of [`HOST`] with no AWS keys in the environment (credentials must come from
+    /// elsewhere, or nowhere) and `vars` set.
+    fn get_without_keys(&self, vars: &[(&str, &str)]) -> Output {
+        self.get_with(HOST, |cmd| {
+            cmd.env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .envs(vars.iter().copied());
+        })
+        .0
+    }
+
     fn get(&self, stdin: &str, vars: &[(&str, &str)]) -> (Output, Duration) {
         self.get_with(stdin, |cmd| {
             cmd.envs(vars.iter().copied());
@@ -217,16 +228,11 @@ fn a_failing_credential_source_is_our_sentence_without_the_sdk_warnings() {
     let sick = Sick::new("creds-fail");
     let aws_config = sick.tmp.join("aws-config");
     std::fs::write(&aws_config, "[default]\ncredential_process = /bin/false\n").unwrap();
+    let aws_config = aws_config.to_str().unwrap();
     let run = |log: Option<&str>| {
-        sick.get_with(HOST, |cmd| {
-            cmd.env_remove("AWS_ACCESS_KEY_ID")
-                .env_remove("AWS_SECRET_ACCESS_KEY")
-                .env("AWS_CONFIG_FILE", &aws_config);
-            if let Some(level) = log {
-                cmd.env("ECR_AUTH_LOG", level);
-            }
-        })
-        .0
+        let mut vars = vec![("AWS_CONFIG_FILE", aws_config)];
+        vars.extend(log.map(|level| ("ECR_AUTH_LOG", level)));
+        sick.get_without_keys(&vars)
     };
 
     let o = run(None);
@@ -284,12 +290,7 @@ fn a_failed_credential_source_is_named_by_its_program_or_its_file() {
     )
     .unwrap();
     let run = |vars: &[(&str, &str)]| {
-        let (o, _) = sick.get_with(HOST, |cmd| {
-            cmd.env_remove("AWS_ACCESS_KEY_ID")
-                .env_remove("AWS_SECRET_ACCESS_KEY")
-                .envs(vars.iter().copied());
-        });
-        let message = failure_message(&o);
+        let message = failure_message(&sick.get_without_keys(vars));
         assert_plain("the error", &message, 2);
         message
     };
@@ -339,13 +340,9 @@ fn a_misconfigured_profile_is_named_with_its_file_and_line() {
     std::fs::write(&broken, "[default]\nregion = eu-west-1\n[profile ci\n").unwrap();
     let credentials = sick.tmp.join("no-credentials-file");
     let run = |vars: &[(&str, &str)]| {
-        sick.get_with(HOST, |cmd| {
-            cmd.env_remove("AWS_ACCESS_KEY_ID")
-                .env_remove("AWS_SECRET_ACCESS_KEY")
-                .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
-                .envs(vars.iter().copied());
-        })
-        .0
+        let mut all = vec![("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap())];
+        all.extend_from_slice(vars);
+        sick.get_without_keys(&all)
     };
     // Not found, and why on stderr: one line, ours.
     let not_found_because = |vars: &[(&str, &str)]| {

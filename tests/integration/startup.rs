@@ -31,12 +31,7 @@ fn elf_kind(path: &Path) -> (u16, bool) {
 
 #[test]
 fn the_shipped_build_and_the_host_build_are_static_and_not_position_independent() {
-    // `common::bin()` is what `cargo build` / `cargo install --path .` make in this checkout
-    // for the host (glibc here).
-    for (what, bin) in [
-        ("the static musl build", common::static_bin()),
-        ("the host build", common::bin()),
-    ] {
+    for (what, bin) in both_builds() {
         let (kind, interp) = elf_kind(&bin);
         assert_eq!(
             (kind, interp),
@@ -47,7 +42,8 @@ fn the_shipped_build_and_the_host_build_are_static_and_not_position_independent(
     }
 }
 
-/// Both builds, as the helper and the broker run them.
+/// Both builds, as the helper and the broker run them: the static musl one, and what
+/// `cargo build` / `cargo install --path .` make in this checkout for the host (glibc here).
 fn both_builds() -> [(&'static str, std::path::PathBuf); 2] {
     [
         ("static musl", common::static_bin()),

@@ -31,14 +31,7 @@ fn a_service_deleted_or_changed_mid_pass() {
         docker: &docker,
         then: |_: &[_]| {
             lab.docker(&["service", "rm", "gone"]);
-            lab.docker(&[
-                "service",
-                "update",
-                "-d",
-                "--label-add",
-                "changed=meanwhile",
-                "changed",
-            ]);
+            lab.their_update("changed");
         },
     };
     let turn = rt.block_on(crate::swarm_support::one_pass(&api, &tokens));

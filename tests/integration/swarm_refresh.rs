@@ -328,14 +328,7 @@ fn update_out_of_sequence_is_retried() {
     let api = crate::swarm_support::AfterList {
         docker: &docker,
         then: |stale: &[Service]| {
-            lab.docker(&[
-                "service",
-                "update",
-                "-d",
-                "--label-add",
-                "changed=meanwhile",
-                "seq",
-            ]);
+            lab.their_update("seq");
             assert!(
                 lab.version("seq") > stale[0].version,
                 "the race did not happen"

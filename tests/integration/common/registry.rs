@@ -82,6 +82,15 @@ impl Registry {
         format!("http://{}", self.addr)
     }
 
+    /// An ecr-auth config `[[registry]]` entry that maps this registry to ECR `account` in
+    /// `region` (the lab's registries stand in for ECR).
+    pub fn ecr_mapping(&self, account: &str, region: &str) -> String {
+        format!(
+            "[[registry]]\nhost = \"{}\"\naccount = \"{account}\"\nregion = \"{region}\"\n",
+            self.addr
+        )
+    }
+
     /// `127.0.0.1:PORT/<repo>:<tag>`
     pub fn image(&self, repo: &str, tag: &str) -> String {
         format!("{}/{repo}:{tag}", self.addr)

@@ -161,6 +161,18 @@ impl Lab {
         common::run_ok(self.docker.docker().args(args))
     }
 
+    /// Someone else's change to service `name` (a label): its version moves on.
+    pub fn their_update(&self, name: &str) {
+        self.docker(&[
+            "service",
+            "update",
+            "-d",
+            "--label-add",
+            "changed=meanwhile",
+            name,
+        ]);
+    }
+
     /// `docker service create -d --name NAME ARGS`; returns the service ID.
     pub fn create_service(&self, name: &str, args: &[&str]) -> String {
         let mut all = vec![
@@ -605,14 +617,8 @@ pub fn tasks_on(docker: &Dockerd, name: &str) -> Vec<Value> {
 /// account [`ACCOUNT`] in [`REGION`]) and a home directory beside it.
 pub fn write_lab_config(tmp: &TempDir, registry: &Registry) -> PathBuf {
     let config = tmp.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[registry]]\nhost = \"{}\"\naccount = \"{ACCOUNT}\"\nregion = \"{REGION}\"\n",
-            registry.addr
-        ),
-    )
-    .expect("write the ecr-auth config");
+    std::fs::write(&config, registry.ecr_mapping(ACCOUNT, REGION))
+        .expect("write the ecr-auth config");
     std::fs::create_dir_all(tmp.join("home")).expect("home dir");
     config
 }
